@@ -1,0 +1,424 @@
+//! [`TokenCache`]: one token, kept fresh, shared by every request and every
+//! layer that holds a handle to it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_bearer::{source, Token, TokenCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = TokenCache::builder(source::from_fn(|_previous| async {
+//!     Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(3600)))
+//! }))
+//! .leeway(Duration::from_secs(30))
+//! .build()?;
+//!
+//! let token = cache.token().await?;
+//! assert_eq!(token.access_token().secret(), "t0k3n");
+//! assert_eq!(cache.stats().token_requests, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Lifecycle of a token
+//!
+//! | phase | from | what callers get |
+//! | --- | --- | --- |
+//! | fresh | receipt | the token, at the cost of one atomic load and one clock read |
+//! | stale | `refresh_ahead` × lifetime (80 %, minus up to 5 % jitter) | the token at once; one background refresh starts (B2) |
+//! | expired | expiry − leeway (60 s, at most half the lifetime) | they wait for the single refresh (B1, B3) |
+//!
+//! # Failures (B4)
+//!
+//! A refresh makes up to `max_attempts` token requests (default 3): transient
+//! failures (connection errors, timeouts, 5xx, 429) are retried after an
+//! exponential backoff with full jitter (100 ms doubling, at most 5 s), or
+//! after the server's `Retry-After`. Permanent failures (`invalid_client`,
+//! `invalid_grant`, …) are not retried.
+//!
+//! After a failed refresh no new one starts until a cooldown has passed: 1 s
+//! after the first failure, doubling with each failure in a row up to 30 s,
+//! with "equal jitter" (between half and all of that), and never shorter than
+//! a `Retry-After` the server sent. Meanwhile a still-usable token keeps being
+//! served; callers with no usable token get the failure at once, without a
+//! token request.
+//!
+//! So however many calls arrive, a dead token endpoint sees at most
+//! `max_attempts` requests per cooldown: with the defaults, once the cooldown
+//! has reached its 30 s ceiling, at most 3 requests every 15 s.
+//!
+//! # Background work
+//!
+//! Refreshes run as tokio tasks on the runtime of the caller that started
+//! them, so that no caller's cancellation cancels them (B3). Refresh ahead is
+//! driven by use: an idle cache does not refresh, and its next call starts a
+//! refresh. When the last handle is dropped, a refresh under way is aborted;
+//! nothing outlives the cache (B2).
+
+mod entry;
+mod flight;
+mod policy;
+mod random;
+mod stats;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use self::flight::{Config, Shared};
+use self::policy::{Freshness, Retries, Timing};
+use crate::{ConfigError, Error, Token, TokenSource};
+
+pub use self::stats::CacheStats;
+
+/// Default time before expiry at which a token stops being sent (B1).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Default fraction of the lifetime after which a token is refreshed ahead.
+pub const DEFAULT_REFRESH_AHEAD: f64 = 0.8;
+/// Default jitter: up to this fraction of the lifetime is taken off the
+/// refresh-ahead point, so replicas started together do not refresh together.
+pub const DEFAULT_JITTER: f64 = 0.05;
+/// Default lifetime of a token whose expiry is unknown (no `expires_in`, not
+/// a JWT). 15 minutes, as AWS's smithy-rs uses for identities without expiry:
+/// short enough to pick up rotated credentials, long enough not to matter.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// Token requests per refresh by default, the first one included.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default per-attempt timeout of a token request.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A token kept fresh for every caller. Cheap to clone: clones share one
+/// token, one refresh and one set of counters.
+///
+/// Build it with [`TokenCache::new`] (defaults) or [`TokenCache::builder`],
+/// then hand it to [`AuthLayer::new`](crate::AuthLayer::new). See the
+/// [module documentation](self) for the token lifecycle, failure handling and
+/// background work.
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+/// The token and generation the per-request path attaches.
+pub(crate) struct Current {
+    pub(crate) header: HeaderValue,
+    pub(crate) generation: u64,
+}
+
+impl TokenCache {
+    /// A cache over `source` with the default settings.
+    pub fn new(source: impl TokenSource) -> Self {
+        TokenCacheBuilder::new(Arc::new(source))
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder to configure a cache over `source`.
+    pub fn builder(source: impl TokenSource) -> TokenCacheBuilder {
+        TokenCacheBuilder::new(Arc::new(source))
+    }
+
+    /// A builder over a source that is already shared.
+    pub fn builder_from_arc(source: Arc<dyn TokenSource>) -> TokenCacheBuilder {
+        TokenCacheBuilder::new(source)
+    }
+
+    /// A usable token: the cached one when it is fresh or stale, else the
+    /// result of the single refresh, waiting for it if needed.
+    ///
+    /// # Errors
+    ///
+    /// The refresh's [`Error`] when there is no usable token; during the
+    /// cooldown after a failed refresh, that failure again, at once.
+    pub async fn token(&self) -> Result<Token, Error> {
+        Ok(self.entry().await?.token.clone())
+    }
+
+    /// The `Authorization` header value for a usable token, as
+    /// [`token`](Self::token) would get it. Marked sensitive.
+    ///
+    /// # Errors
+    ///
+    /// As [`token`](Self::token).
+    pub async fn header_value(&self) -> Result<HeaderValue, Error> {
+        Ok(self.entry().await?.header.clone())
+    }
+
+    async fn entry(&self) -> Result<Arc<entry::Entry>, Error> {
+        let now = Instant::now();
+        if let Some(entry) = self.shared.current.load_full() {
+            match entry.schedule.freshness(now) {
+                Freshness::Fresh => return Ok(entry),
+                Freshness::Stale => {
+                    self.shared.refresh_in_background(now);
+                    return Ok(entry);
+                }
+                Freshness::Expired => {}
+            }
+        }
+        self.shared.acquire(None).await
+    }
+
+    /// Tells the cache that the server rejected `token` (B6). If it is still
+    /// the current token, it is not handed out again, and the next caller
+    /// starts a refresh; if it was already replaced, nothing happens, so a
+    /// burst of rejections of one token causes one refresh. Returns whether
+    /// the token was the current one.
+    ///
+    /// [`AuthService`](crate::AuthService) calls this itself; use it when you
+    /// attach tokens by hand.
+    pub fn invalidate(&self, token: &Token) -> bool {
+        let generation = match &*self.shared.current.load() {
+            Some(entry) if entry.token.access_token() == token.access_token() => entry.generation,
+            _ => return false,
+        };
+        self.shared.invalidate(generation)
+    }
+
+    /// A snapshot of the cache's counters.
+    pub fn stats(&self) -> CacheStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The per-request path: the current header when the token is fresh or
+    /// stale, with no lock, no allocation and no formatting: one atomic load,
+    /// one clock read and a reference-count increment.
+    #[inline]
+    pub(crate) fn current(&self) -> Option<Current> {
+        let guard = self.shared.current.load();
+        let entry = guard.as_ref()?;
+        let now = Instant::now();
+        match entry.schedule.freshness(now) {
+            Freshness::Fresh => {}
+            Freshness::Stale => self.shared.refresh_in_background(now),
+            Freshness::Expired => return None,
+        }
+        Some(Current {
+            header: entry.header.clone(),
+            generation: entry.generation,
+        })
+    }
+
+    /// Waits for a usable token; with `after`, for one newer than that
+    /// generation.
+    pub(crate) async fn acquire(&self, after: Option<u64>) -> Result<Current, Error> {
+        let entry = self.shared.acquire(after).await?;
+        Ok(Current {
+            header: entry.header.clone(),
+            generation: entry.generation,
+        })
+    }
+
+    /// Invalidates the token of `generation` if it is still current.
+    pub(crate) fn invalidate_generation(&self, generation: u64) -> bool {
+        self.shared.invalidate(generation)
+    }
+
+    pub(crate) fn record_rejection(&self) {
+        stats::Counters::bump(&self.shared.counters.rejections);
+    }
+
+    pub(crate) fn record_retry(&self) {
+        stats::Counters::bump(&self.shared.counters.retries);
+    }
+
+    /// `true` when both handles share one cache.
+    pub fn ptr_eq(&self, other: &TokenCache) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.shared.current.load();
+        let state = match &*current {
+            None => "empty",
+            Some(entry) if entry.invalidated => "rejected",
+            Some(entry) => match entry.schedule.freshness(Instant::now()) {
+                Freshness::Fresh => "fresh",
+                Freshness::Stale => "stale",
+                Freshness::Expired => "expired",
+            },
+        };
+        let config = &self.shared.config;
+        f.debug_struct("TokenCache")
+            .field("state", &state)
+            .field("refreshing", &self.shared.refreshing())
+            .field("leeway", &config.timing.leeway)
+            .field("refresh_ahead", &config.timing.refresh_ahead)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`TokenCache`]. Every setting has a default (see the
+/// constants of this module); [`build`](Self::build) checks them.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{source::StaticToken, TokenCache};
+///
+/// let cache = TokenCache::builder(StaticToken::new("key"))
+///     .leeway(Duration::from_secs(30))
+///     .refresh_ahead(0.75)
+///     .max_attempts(5)
+///     .attempt_timeout(Duration::from_secs(5))
+///     .build()
+///     .expect("valid settings");
+/// # drop(cache);
+/// ```
+#[must_use]
+pub struct TokenCacheBuilder {
+    source: Arc<dyn TokenSource>,
+    config: Config,
+}
+
+impl TokenCacheBuilder {
+    fn new(source: Arc<dyn TokenSource>) -> Self {
+        TokenCacheBuilder {
+            source,
+            config: Config {
+                timing: Timing {
+                    leeway: DEFAULT_LEEWAY,
+                    refresh_ahead: Some(DEFAULT_REFRESH_AHEAD),
+                    jitter: DEFAULT_JITTER,
+                },
+                retries: Retries {
+                    max_attempts: DEFAULT_MAX_ATTEMPTS,
+                    initial_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    initial_cooldown: Duration::from_secs(1),
+                    max_cooldown: Duration::from_secs(30),
+                    attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
+                },
+                default_lifetime: DEFAULT_LIFETIME,
+            },
+        }
+    }
+
+    /// How long before its expiry a token stops being sent (default 60 s).
+    /// Capped at half of each token's lifetime, so short-lived tokens are
+    /// still reused (B1).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.config.timing.leeway = leeway;
+        self
+    }
+
+    /// The fraction of a token's lifetime after which it is refreshed in the
+    /// background while still being sent (default 0.8). Must be in `(0, 1]`.
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.config.timing.refresh_ahead = Some(fraction);
+        self
+    }
+
+    /// Turns refresh ahead off: tokens are used until expiry − leeway, and the
+    /// caller that finds one expired waits for the next.
+    pub fn no_refresh_ahead(mut self) -> Self {
+        self.config.timing.refresh_ahead = None;
+        self
+    }
+
+    /// Up to this fraction of the lifetime is taken off the refresh-ahead
+    /// point at random (default 0.05). Must be in `[0, 1)`.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.config.timing.jitter = fraction;
+        self
+    }
+
+    /// The lifetime assumed for tokens that come without an expiry and are
+    /// not JWTs with an `exp` claim (default 15 minutes).
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.default_lifetime = lifetime;
+        self
+    }
+
+    /// Token requests per refresh, the first included (default 3). At least 1.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.retries.max_attempts = attempts;
+        self
+    }
+
+    /// The backoff between attempts of one refresh: a random delay up to
+    /// `initial` × 2ⁿ, capped at `max` (defaults 100 ms and 5 s). A
+    /// `Retry-After` up to `max` is honoured instead.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.retries.initial_backoff = initial;
+        self.config.retries.max_backoff = max;
+        self
+    }
+
+    /// The pause after a failed refresh before another may start: `initial`
+    /// after the first failure, doubling per failure in a row up to `max`
+    /// (defaults 1 s and 30 s).
+    pub fn cooldown(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.retries.initial_cooldown = initial;
+        self.config.retries.max_cooldown = max;
+        self
+    }
+
+    /// The time limit of each token request (default 10 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.config.retries.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Removes the per-attempt time limit: a request takes as long as the
+    /// source takes. Put a timeout inside the source instead.
+    pub fn no_attempt_timeout(mut self) -> Self {
+        self.config.retries.attempt_timeout = None;
+        self
+    }
+
+    /// Checks the settings and builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting that cannot work.
+    pub fn build(self) -> Result<TokenCache, ConfigError> {
+        let Config {
+            timing,
+            retries,
+            default_lifetime,
+        } = &self.config;
+        if let Some(ratio) = timing.refresh_ahead
+            && !(ratio > 0.0 && ratio <= 1.0)
+        {
+            return Err(ConfigError::new("refresh_ahead must be in (0, 1]"));
+        }
+        if !(0.0..1.0).contains(&timing.jitter) {
+            return Err(ConfigError::new("jitter must be in [0, 1)"));
+        }
+        if retries.max_attempts == 0 {
+            return Err(ConfigError::new("max_attempts must be at least 1"));
+        }
+        if retries.initial_backoff > retries.max_backoff {
+            return Err(ConfigError::new("the initial backoff exceeds the maximum"));
+        }
+        if retries.initial_cooldown > retries.max_cooldown {
+            return Err(ConfigError::new("the initial cooldown exceeds the maximum"));
+        }
+        if retries.attempt_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new("attempt_timeout must not be zero"));
+        }
+        if default_lifetime.is_zero() {
+            return Err(ConfigError::new("default_lifetime must not be zero"));
+        }
+        Ok(TokenCache {
+            shared: Arc::new(Shared::new(self.source, self.config)),
+        })
+    }
+}
+
+impl fmt::Debug for TokenCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCacheBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

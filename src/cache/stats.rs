@@ -1,0 +1,49 @@
+//! Counters a cache keeps for tests, demos and users' metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a cache's counters, from [`TokenCache::stats`](crate::TokenCache::stats).
+///
+/// ```
+/// use tower_bearer::{source::StaticToken, TokenCache};
+///
+/// let cache = TokenCache::new(StaticToken::new("key"));
+/// let stats = cache.stats();
+/// assert_eq!(stats.token_requests, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Attempts made to get a token from the source (each retry counts).
+    pub token_requests: u64,
+    /// Refreshes that ended without a token, after their retries.
+    pub refresh_failures: u64,
+    /// Responses that rejected a token this cache handed out (401, or gRPC
+    /// UNAUTHENTICATED), as reported by the layers using it.
+    pub rejections: u64,
+    /// Requests sent a second time with a new token after a rejection.
+    pub retries: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) token_requests: AtomicU64,
+    pub(crate) refresh_failures: AtomicU64,
+    pub(crate) rejections: AtomicU64,
+    pub(crate) retries: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        CacheStats {
+            token_requests: self.token_requests.load(Ordering::Relaxed),
+            refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            rejections: self.rejections.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! [`ResponseFuture`]: the per-request state machine of
+//! [`AuthService`](crate::AuthService).
+//!
+//! The common case stays unboxed: the request went out with a cached token,
+//! and the future polls the inner service's future directly (`Sent`). The
+//! rare cases, waiting for a token and the retry after a rejection, are
+//! `async fn`s behind one box (`Boxed`), as linkerd does for its retries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::TryCloneBody;
+use crate::reject::{Classify, OnRejection, Verdict};
+use crate::source::BoxFuture;
+use crate::{BoxError, TokenCache};
+
+pin_project! {
+    /// Response future for [`AuthService`](crate::AuthService).
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, S::Response>,
+        // What the `Calling` state needs once the response is in; `None` for
+        // requests that carried their own `Authorization`.
+        sent: Option<Sent<S, B, C>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R> {
+        // The request is with the inner service.
+        Calling { #[pin] fut: F },
+        // Waiting for a token, or retrying after a rejection.
+        Boxed { fut: BoxFuture<'static, Result<R, BoxError>> },
+    }
+}
+
+/// What a request sent with a cached token needs to handle a rejection.
+pub(crate) struct Sent<S, B, C> {
+    pub(crate) cache: TokenCache,
+    /// The generation of the token the request carried.
+    pub(crate) generation: u64,
+    pub(crate) classify: C,
+    /// A service (polled ready only when needed) and a copy of the request,
+    /// for the one retry; `None` when the body cannot be replayed or
+    /// retries are off.
+    pub(crate) replay: Option<(S, Replay<B>)>,
+}
+
+/// A copy of a request, taken before it was sent, and the header it was
+/// sent with.
+pub(crate) struct Replay<B> {
+    request: Request<B>,
+    header: HeaderValue,
+}
+
+impl<B: TryCloneBody> Replay<B> {
+    /// Copies `req` (which has no `Authorization` yet) if its body can be
+    /// copied. Method, URI, version, headers and extensions are copied;
+    /// `Request<B>` itself is `Clone` only for `B: Clone`.
+    pub(crate) fn capture(req: &Request<B>, header: &HeaderValue) -> Option<Self> {
+        let body = req.body().try_clone_body()?;
+        let mut copy = Request::new(body);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(Replay {
+            request: copy,
+            header: header.clone(),
+        })
+    }
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn passthrough(fut: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            sent: None,
+        }
+    }
+
+    pub(crate) fn sent(fut: S::Future, sent: Sent<S, B, C>) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            sent: Some(sent),
+        }
+    }
+
+    pub(crate) fn acquiring(
+        fut: impl Future<Output = Result<S::Response, BoxError>> + Send + 'static,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Boxed { fut: Box::pin(fut) },
+            sent: None,
+        }
+    }
+}
+
+impl<S, B, C, ResB> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Send + 'static,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let Some(sent) = this.sent.take() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if sent
+                        .classify
+                        .classify(response.status(), response.headers())
+                        == Verdict::Accepted
+                    {
+                        return Poll::Ready(Ok(response));
+                    }
+                    // B6: invalidate only the token we sent.
+                    sent.cache.record_rejection();
+                    sent.cache.invalidate_generation(sent.generation);
+                    let Some((service, replay)) = sent.replay else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    let fut = retry(
+                        response,
+                        service,
+                        replay,
+                        sent.cache,
+                        sent.generation,
+                        sent.classify,
+                    );
+                    this.state.set(State::Boxed { fut: Box::pin(fut) });
+                }
+                StateProj::Boxed { fut } => return fut.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+/// The slow path: wait for a token, then send. `service` is a clone of the
+/// inner service, polled ready only once the token is there.
+pub(crate) async fn acquire_then_call<S, B, C, ResB>(
+    mut service: S,
+    mut req: Request<B>,
+    cache: TokenCache,
+    classify: C,
+    on_rejection: OnRejection,
+) -> Result<Response<ResB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody,
+{
+    let current = cache.acquire(None).await?;
+    let replay = match on_rejection {
+        OnRejection::RetryOnce => Replay::capture(&req, &current.header),
+        OnRejection::Return => None,
+    };
+    req.headers_mut().insert(AUTHORIZATION, current.header);
+    ready_service(&mut service).await?;
+    let response = service.call(req).await.map_err(Into::into)?;
+    if classify.classify(response.status(), response.headers()) == Verdict::Accepted {
+        return Ok(response);
+    }
+    cache.record_rejection();
+    cache.invalidate_generation(current.generation);
+    match replay {
+        Some(replay) => {
+            retry(
+                response,
+                service,
+                replay,
+                cache,
+                current.generation,
+                classify,
+            )
+            .await
+        }
+        None => Ok(response),
+    }
+}
+
+/// The one retry after a rejection (B6). Returns the rejection unchanged
+/// when the body cannot be replayed after all, when no new token can be had,
+/// or when the "new" token is the rejected value again.
+///
+/// A rejection of the retry is returned as it is, and does not invalidate the
+/// brand-new token: the next request uses it, and if that is rejected too,
+/// that request causes the next refresh. So an API that rejects every token
+/// costs one token request per request, never more.
+async fn retry<S, B, C, ResB>(
+    rejected: Response<ResB>,
+    mut service: S,
+    replay: Replay<B>,
+    cache: TokenCache,
+    generation: u64,
+    classify: C,
+) -> Result<Response<ResB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody,
+{
+    if !replay.request.body().is_replayable() {
+        tracing::debug!("rejected request body cannot be replayed; returning the rejection");
+        return Ok(rejected);
+    }
+    let current = match cache.acquire(Some(generation)).await {
+        Ok(current) => current,
+        Err(error) => {
+            tracing::debug!(%error, "no new token for the retry; returning the rejection");
+            return Ok(rejected);
+        }
+    };
+    if current.header == replay.header {
+        tracing::debug!("the new token is the rejected one; returning the rejection");
+        return Ok(rejected);
+    }
+    drop(rejected);
+    let Replay { mut request, .. } = replay;
+    request.headers_mut().insert(AUTHORIZATION, current.header);
+    cache.record_retry();
+    // NOTE: the service's readiness was used by the first call (or this is a
+    // clone that was never polled); poll it again before sending.
+    ready_service(&mut service).await?;
+    let response = service.call(request).await.map_err(Into::into)?;
+    if classify.classify(response.status(), response.headers()) == Verdict::Rejected {
+        cache.record_rejection();
+    }
+    Ok(response)
+}
+
+async fn ready_service<S, Req>(service: &mut S) -> Result<(), BoxError>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .map_err(Into::into)
+}

@@ -1,0 +1,261 @@
+//! [`AuthLayer`] and [`AuthService`]: attach a fresh token to every request,
+//! and retry once when the server rejects it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_bearer::{source, AuthLayer, Token, TokenCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_bearer::BoxError> {
+//! let cache = TokenCache::new(source::from_fn(|_previous| async {
+//!     Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(3600)))
+//! }));
+//!
+//! // Any `Service<http::Request<B>>`: a hyper-util client, a tonic channel…
+//! // Here, one that echoes the header it got.
+//! let api = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+//!     let auth = req.headers()["authorization"].to_str().unwrap().to_owned();
+//!     Ok::<_, std::convert::Infallible>(Response::new(auth))
+//! });
+//!
+//! let mut client = ServiceBuilder::new()
+//!     .layer(AuthLayer::new(cache))
+//!     .service(api);
+//!
+//! let response = client.ready().await?.call(Request::new(Full::default())).await?;
+//! assert_eq!(response.body(), "Bearer t0k3n");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Differences from tower-http's `AddAuthorization`
+//!
+//! `AddAuthorization` inserts one fixed header value. `AuthLayer` takes the
+//! value from a [`TokenCache`], which refreshes it before it expires, and
+//! reacts to 401 / gRPC UNAUTHENTICATED responses. Like `AddAuthorization`
+//! with `as_sensitive(true)`, the value is marked sensitive. Unlike it, a
+//! request that already carries an `Authorization` header is left alone
+//! (B7).
+//!
+//! # Composing with `tower::retry` and `tower::timeout`
+//!
+//! Put `AuthLayer` *inside* (below) a retry layer and a timeout:
+//! `Retry → Timeout → AuthLayer → client`. Each retry of the outer layer then
+//! gets the current token, the timeout bounds the wait for a token and the
+//! 401 retry, and the outer policy must not retry 401 itself, or attempts
+//! double up.
+//!
+//! # Readiness
+//!
+//! `poll_ready` is the inner service's (B10). With a fresh token, `call`
+//! calls the inner service at once. When it has to wait for a token, it
+//! takes a clone of the inner service into the response future and polls
+//! *that* clone ready after the token arrived, so a slow token endpoint holds
+//! no capacity of the inner service (a `Buffer` slot, a concurrency permit).
+//! The retry also polls its service ready before sending.
+
+use std::fmt;
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::TryCloneBody;
+use crate::future::{self, ResponseFuture};
+use crate::reject::{Classify, OnRejection, Standard};
+use crate::{BoxError, TokenCache};
+
+/// Applies [`AuthService`] to a service: a layer over one [`TokenCache`].
+///
+/// Cheap to clone. Several layers may share one cache (one token for all of
+/// them), and one process may hold several layers over different caches
+/// (one per API).
+#[derive(Clone)]
+pub struct AuthLayer<C = Standard> {
+    cache: TokenCache,
+    classify: C,
+    on_rejection: OnRejection,
+}
+
+impl AuthLayer {
+    /// A layer that attaches tokens from `cache`, with the [`Standard`]
+    /// rejection rules and [`OnRejection::RetryOnce`].
+    pub fn new(cache: TokenCache) -> Self {
+        AuthLayer {
+            cache,
+            classify: Standard,
+            on_rejection: OnRejection::RetryOnce,
+        }
+    }
+}
+
+impl<C> AuthLayer<C> {
+    /// Replaces the rules that decide whether a response rejected its token.
+    pub fn classify<C2: Classify>(self, classify: C2) -> AuthLayer<C2> {
+        AuthLayer {
+            cache: self.cache,
+            classify,
+            on_rejection: self.on_rejection,
+        }
+    }
+
+    /// What to do after a rejection (default: retry once).
+    pub fn on_rejection(mut self, on_rejection: OnRejection) -> Self {
+        self.on_rejection = on_rejection;
+        self
+    }
+
+    /// The cache this layer takes its tokens from.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+}
+
+impl<S, C: Clone> Layer<S> for AuthLayer<C> {
+    type Service = AuthService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            cache: self.cache.clone(),
+            classify: self.classify.clone(),
+            on_rejection: self.on_rejection,
+        }
+    }
+}
+
+impl<C> fmt::Debug for AuthLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("cache", &self.cache)
+            .field("on_rejection", &self.on_rejection)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Attaches a fresh token from a [`TokenCache`] to every request and retries
+/// once on rejection. See the [module documentation](self).
+///
+/// `Clone` when the inner service is; `Send + Sync + 'static` when its parts
+/// are (B10). Fails with [`BoxError`]: token failures are a
+/// [`tower_bearer::Error`](crate::Error) inside it, inner failures are the
+/// inner service's error.
+#[derive(Clone)]
+pub struct AuthService<S, C = Standard> {
+    inner: S,
+    cache: TokenCache,
+    classify: C,
+    on_rejection: OnRejection,
+}
+
+impl<S> AuthService<S> {
+    /// Wraps `inner`, attaching tokens from `cache`.
+    pub fn new(inner: S, cache: TokenCache) -> Self {
+        AuthLayer::new(cache).layer(inner)
+    }
+
+    /// An [`AuthLayer`] over `cache`, the same as [`AuthLayer::new`].
+    pub fn layer(cache: TokenCache) -> AuthLayer {
+        AuthLayer::new(cache)
+    }
+}
+
+impl<S, C> AuthService<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes this service and returns the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The cache this service takes its tokens from.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for AuthService<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthService")
+            .field("inner", &self.inner)
+            .field("cache", &self.cache)
+            .field("on_rejection", &self.on_rejection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, B, ResB> Service<Request<B>> for AuthService<S, C>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, C>;
+
+    #[inline]
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // B7: a request that carries its own credentials is not ours to touch.
+        if req.headers().contains_key(AUTHORIZATION) {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
+        let Some(current) = self.cache.current() else {
+            // No usable token: wait for one in the future, with a clone of
+            // the service, polled ready once the token is there.
+            let clone = self.inner.clone();
+            return ResponseFuture::acquiring(future::acquire_then_call(
+                clone,
+                req,
+                self.cache.clone(),
+                self.classify.clone(),
+                self.on_rejection,
+            ));
+        };
+        // Fast path: the token is fresh (or stale, with a refresh running).
+        let replay = match self.on_rejection {
+            OnRejection::RetryOnce => future::Replay::capture(&req, &current.header)
+                .map(|replay| (self.inner.clone(), replay)),
+            OnRejection::Return => None,
+        };
+        req.headers_mut().insert(AUTHORIZATION, current.header);
+        // `self.inner` was polled ready by our `poll_ready`; use it, and leave
+        // it in place (tower's contract: one `call` per ready).
+        let service = &mut self.inner;
+        let fut = service.call(req);
+        ResponseFuture::sent(
+            fut,
+            future::Sent {
+                cache: self.cache.clone(),
+                generation: current.generation,
+                classify: self.classify.clone(),
+                replay,
+            },
+        )
+    }
+}

@@ -1,0 +1,106 @@
+//! Keeps OAuth2 access tokens fresh on outgoing HTTP and gRPC calls, as a
+//! tower middleware.
+//!
+//! An [`AuthLayer`] wraps any `Service<http::Request<B>>` (a hyper-util
+//! client, a tonic channel, reqwest through an adapter). Before each call its
+//! [`TokenCache`] decides whether the token can be used; it refreshes the token
+//! once for all concurrent callers, ahead of expiry and in the background, and
+//! keeps serving a still-valid token while a refresh runs or fails. When the
+//! server answers 401 (or gRPC UNAUTHENTICATED), the layer invalidates the
+//! token and sends the request once more with a new one.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_bearer::{source, AuthLayer, Token, TokenCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_bearer::BoxError> {
+//! // Where tokens come from: any async function, or a standard OAuth2 grant.
+//! let cache = TokenCache::new(source::from_fn(|_previous| async {
+//!     // POST to the token endpoint here.
+//!     Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(3600)))
+//! }));
+//!
+//! # let client = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+//! #     let ok = req.headers()["authorization"] == "Bearer t0k3n";
+//! #     let status = if ok { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+//! #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(()).unwrap())
+//! # });
+//! // `client` is your HTTP client as a tower service, e.g. hyper-util's
+//! // `Client<_, Full<Bytes>>`.
+//! let api = ServiceBuilder::new()
+//!     .timeout(Duration::from_secs(10))
+//!     .layer(AuthLayer::new(cache.clone()))
+//!     .service(client);
+//!
+//! let response = api
+//!     .oneshot(Request::get("http://api.example/v1/things").body(Full::default())?)
+//!     .await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(cache.stats().token_requests, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The contract
+//!
+//! The behaviour is numbered B1–B11 in the design document, and the docs and
+//! tests cite the numbers:
+//!
+//! * **B1 freshness**: a token is used until `expiry − leeway` (60 s, at most
+//!   half its lifetime); without `expires_in`, the JWT `exp` claim or a
+//!   default lifetime.
+//! * **B2 refresh ahead**: from 80 % of the lifetime (with jitter) the token is
+//!   still sent and one background refresh starts; callers never wait for it.
+//! * **B3 single flight**: one token request at a time; everyone waiting
+//!   shares its result; a caller giving up cancels nothing for the others.
+//! * **B4 failures**: transient failures are retried with backoff and jitter,
+//!   honouring `Retry-After`; permanent ones are not; a usable token keeps being
+//!   served; a cooldown throttles new attempts.
+//! * **B6 rejection**: 401 or `grpc-status: 16` invalidates the token used
+//!   (compare-and-swap) and the request is sent once more if its body can be
+//!   replayed; 403 never is.
+//! * **B7 header**: `Authorization: Bearer <token>`, built once per token,
+//!   marked sensitive; a request with its own `Authorization` is left alone.
+//! * **B8 secrets**: tokens and secrets never appear in `Debug`, `Display`,
+//!   errors or logs.
+//! * **B10 composition**: `Clone`, `poll_ready` delegated, inner services called
+//!   only when ready, `BoxError` with a matchable [`Error`] inside.
+//! * **B11 time**: tokio's clock everywhere; tests run on a paused clock.
+//!
+//! # Modules
+//!
+//! * [`cache`]: [`TokenCache`] and its settings.
+//! * [`layer`]: [`AuthLayer`] and [`AuthService`]; [`future`] holds their
+//!   response future.
+//! * [`source`]: the [`TokenSource`] trait, closures and static tokens.
+//! * [`reject`]: what counts as a rejection, and what to do about it.
+//! * [`body`]: which request bodies can be replayed.
+//! * [`token`] and [`error`]: the values and the failures.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(clippy::fn_params_excessive_bools, clippy::await_holding_lock)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod body;
+pub mod cache;
+pub mod error;
+pub mod future;
+pub mod layer;
+pub mod reject;
+pub mod source;
+pub mod token;
+
+pub use crate::cache::{CacheStats, TokenCache, TokenCacheBuilder};
+pub use crate::error::{BoxError, ConfigError, Error, ErrorKind, OAuthError, OAuthErrorCode};
+pub use crate::layer::{AuthLayer, AuthService};
+pub use crate::source::TokenSource;
+pub use crate::token::{AccessToken, RefreshToken, Token, TokenType};

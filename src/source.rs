@@ -1,0 +1,184 @@
+//! Where tokens come from: the [`TokenSource`] trait, closures as sources,
+//! and static tokens.
+//!
+//! A source is asked for a token whenever the cache needs one. It receives the
+//! token it is replacing (if any), so a source can use that token's refresh
+//! token. The cache calls it from one refresh at a time (B3), retries it on
+//! transient errors and applies the timeout; the source only has to make one
+//! attempt.
+//!
+//! # Example: a custom, non-standard token endpoint
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_bearer::{source, Error, Token, TokenCache};
+//!
+//! # async fn post_for_token() -> Result<(String, u64), std::io::Error> { unimplemented!() }
+//! let cache = TokenCache::new(source::from_fn(|_previous: Option<Token>| async move {
+//!     // POST to your endpoint with your HTTP client of choice...
+//!     let (access_token, expires_in) = post_for_token().await.map_err(Error::transient)?;
+//!     Ok(Token::new(access_token).with_expires_in(Duration::from_secs(expires_in)))
+//! }));
+//! ```
+//!
+//! `examples/custom_endpoint.rs` shows the whole thing against a real server.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::{Error, Token};
+
+/// A boxed, `Send` future, as [`TokenSource::fetch`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How to get a token: one attempt, no caching, no retries (the cache does
+/// those).
+///
+/// The trait is object safe; the cache stores its source as
+/// `Arc<dyn TokenSource>`.
+///
+/// # Contract
+///
+/// * `previous` is the token being replaced (expired, stale or rejected), or
+///   `None` on the first call. A source that holds a refresh token should use
+///   `previous.refresh_token()`.
+/// * Build the [`Token`] when the response arrives, so that a relative
+///   `expires_in` is counted from then (B1).
+/// * Return [`Error::transient`] for failures worth retrying and
+///   [`Error::permanent`] for the rest (B4).
+/// * Never put a secret into an error message (B8).
+pub trait TokenSource: Send + Sync + 'static {
+    /// Makes one attempt to get a token.
+    fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>>;
+}
+
+impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
+    fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
+        (**self).fetch(previous)
+    }
+}
+
+impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
+    fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
+        (**self).fetch(previous)
+    }
+}
+
+/// A [`TokenSource`] made from an async closure; see [`from_fn`].
+#[derive(Clone)]
+pub struct FnSource<F> {
+    f: F,
+}
+
+/// Makes a [`TokenSource`] from a closure that receives the previous token
+/// (cloned) and returns a future of the next one.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{source, Token, TokenCache};
+///
+/// let cache = TokenCache::new(source::from_fn(|previous: Option<Token>| async move {
+///     let n = previous.map_or(0, |t| t.access_token().secret().len());
+///     Ok(Token::new(format!("token-{n}")).with_expires_in(Duration::from_secs(60)))
+/// }));
+/// # drop(cache);
+/// ```
+pub fn from_fn<F, Fut>(f: F) -> FnSource<F>
+where
+    F: Fn(Option<Token>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, Error>> + Send + 'static,
+{
+    FnSource { f }
+}
+
+impl<F, Fut> TokenSource for FnSource<F>
+where
+    F: Fn(Option<Token>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, Error>> + Send + 'static,
+{
+    fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
+        Box::pin((self.f)(previous.cloned()))
+    }
+}
+
+impl<F> fmt::Debug for FnSource<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnSource").finish_non_exhaustive()
+    }
+}
+
+/// A token that never changes, for APIs that hand out long-lived keys and for
+/// tests.
+///
+/// Each fetch returns a copy of the token, re-issued at that moment. Without
+/// an expiry the cache re-reads it after its default lifetime (harmless: no
+/// I/O). A rejected static token is not retried, because the "new" token
+/// would be the same value.
+///
+/// ```
+/// use tower_bearer::{source::StaticToken, TokenCache};
+///
+/// let cache = TokenCache::new(StaticToken::new("my-api-key"));
+/// # drop(cache);
+/// ```
+#[derive(Clone)]
+pub struct StaticToken {
+    access_token: crate::AccessToken,
+}
+
+impl StaticToken {
+    /// A static bearer token.
+    pub fn new(access_token: impl Into<crate::AccessToken>) -> Self {
+        StaticToken {
+            access_token: access_token.into(),
+        }
+    }
+}
+
+impl fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticToken")
+            .field("access_token", &self.access_token)
+            .finish()
+    }
+}
+
+impl TokenSource for StaticToken {
+    fn fetch<'a>(&'a self, _previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
+        Box::pin(std::future::ready(Ok(Token::new(
+            self.access_token.clone(),
+        ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_object_safe(_: &dyn TokenSource) {}
+
+    #[tokio::test]
+    async fn closures_receive_the_previous_token() {
+        let source = from_fn(|previous: Option<Token>| async move {
+            let next = match previous {
+                None => "first".to_owned(),
+                Some(t) => format!("after-{}", t.access_token().secret()),
+            };
+            Ok(Token::new(next))
+        });
+        assert_object_safe(&source);
+        let first = source.fetch(None).await.unwrap();
+        let second = source.fetch(Some(&first)).await.unwrap();
+        assert_eq!(second.access_token().secret(), "after-first");
+    }
+
+    #[tokio::test]
+    async fn static_token_is_redacted_and_returned_as_is() {
+        let source = StaticToken::new("static-secret");
+        assert!(!format!("{source:?}").contains("static-secret"));
+        let token = source.fetch(None).await.unwrap();
+        assert_eq!(token.access_token().secret(), "static-secret");
+    }
+}
