@@ -131,6 +131,7 @@ async fn b4_dead_endpoint_sees_a_bounded_number_of_requests_under_load() {
     assert_eq!(ok, 240 * 1000, "every call until expiry − leeway succeeded");
     assert_eq!(failed, 360 * 1000, "every call after got the typed error");
     let requests = tokens.requests();
+    eprintln!("dead endpoint: {requests} token requests in {SECONDS} s (bound {BOUND})");
     assert!(
         requests <= BOUND,
         "{requests} token requests, bound {BOUND}"
