@@ -314,7 +314,16 @@ impl FrozenClock {
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
             let _ = started_tx.send(());
-            let _ = rx.recv();
+            // A test that awaits a timer the frozen clock never reaches would
+            // hang; turn that into a failure.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_secs(120))
+            {
+                eprintln!(
+                    "a test ran 120 s of wall time on a frozen clock: it waits for a timer that only `advance` can fire"
+                );
+                std::process::abort();
+            }
         });
         started_rx.await.unwrap();
         FrozenClock { release: Some(tx) }
