@@ -176,7 +176,10 @@ async fn peer_password_grant_rotates_the_refresh_token_at_every_refresh_under_tr
 
     let stats = grant.stats();
     let log = peer.log();
-    eprintln!("{calls} calls in {traffic:?}; {stats:?}; {:?}", cache.stats());
+    eprintln!(
+        "{calls} calls in {traffic:?}; {stats:?}; {:?}",
+        cache.stats()
+    );
     assert!(calls > 100, "only {calls} calls");
     assert_eq!(stats.primary, 1, "{stats:?}\n{log}");
     assert_eq!(stats.fallbacks, 0, "{stats:?}\n{log}");

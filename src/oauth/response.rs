@@ -311,8 +311,11 @@ fn describe(headers: &HeaderMap, body: &[u8], secrets: &[String]) -> String {
         is_text.then(|| head.lines().find(|l| !l.trim().is_empty()).unwrap_or(""))
     });
     if let Some(excerpt) = excerpt {
-        let words = excerpt.split_whitespace().collect::<Vec<_>>().join(" ");
-        let excerpt = printable(&scrub(&words, secrets), MAX_EXCERPT);
+        // Scrub first: collapsing whitespace could change a secret that
+        // contains some, and then it would no longer be found.
+        let scrubbed = scrub(excerpt, secrets);
+        let words = scrubbed.split_whitespace().collect::<Vec<_>>().join(" ");
+        let excerpt = printable(&words, MAX_EXCERPT);
         if !excerpt.is_empty() {
             out.push_str(&format!(": \"{excerpt}\""));
         }
