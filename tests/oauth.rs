@@ -919,3 +919,27 @@ mod parser_properties {
         }
     }
 }
+
+// === the built-in HTTPS transport ===
+
+/// The TLS client is built with the ring provider passed explicitly: no
+/// process-default provider is installed in this test binary, and a
+/// rustls that fell back to it would panic. A plain-HTTP server cannot
+/// complete the handshake, so the attempt is a transient connect error.
+#[cfg(feature = "https")]
+#[tokio::test]
+async fn b9_https_endpoint_runs_through_rustls_with_an_explicit_provider() {
+    let server = TestServer::start(|_, _| async { support::token_json("tok", 60) }).await;
+    assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+    let grant = ClientCredentialsGrant::new(
+        TokenEndpoint::builder(
+            format!("https://{}/token", server.addr),
+            ClientAuth::basic("c", "s"),
+        )
+        .build()
+        .unwrap(),
+    );
+    let err = grant.fetch(None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(err.is_transient());
+}
