@@ -1,17 +1,4 @@
-//! How the client authenticates to the token endpoint (RFC 6749 §2.3):
-//! `client_secret_basic`, `client_secret_post`, or `none` for public clients.
-//!
-//! # Example
-//!
-//! ```
-//! use tower_bearer::oauth::{ClientAuth, ClientAuthMethod};
-//!
-//! let auth = ClientAuth::basic("my-client", "my-secret");
-//! assert_eq!(auth.method(), ClientAuthMethod::ClientSecretBasic);
-//! assert_eq!(auth.client_id(), "my-client");
-//! // The secret never shows in Debug output.
-//! assert!(!format!("{auth:?}").contains("my-secret"));
-//! ```
+//! How the client authenticates to the token endpoint (RFC 6749 §2.3).
 
 use std::fmt;
 
@@ -71,6 +58,18 @@ impl fmt::Display for ClientAuthMethod {
 ///   secret.
 ///
 /// `Debug` shows the client id and the method, never the secret (B8).
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::oauth::{ClientAuth, ClientAuthMethod};
+///
+/// let auth = ClientAuth::basic("my-client", "my-secret");
+/// assert_eq!(auth.method(), ClientAuthMethod::ClientSecretBasic);
+/// assert_eq!(auth.client_id(), "my-client");
+/// // The secret never shows in Debug output.
+/// assert!(!format!("{auth:?}").contains("my-secret"));
+/// ```
 #[derive(Clone)]
 pub struct ClientAuth {
     client_id: String,

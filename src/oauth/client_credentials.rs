@@ -1,28 +1,5 @@
 //! The client credentials grant (RFC 6749 §4.4): the client gets a token
 //! for itself, with its own credentials.
-//!
-//! # Example
-//!
-//! ```no_run
-//! use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
-//! use tower_bearer::{AuthLayer, TokenCache};
-//!
-//! # fn main() -> Result<(), tower_bearer::ConfigError> {
-//! let endpoint = TokenEndpoint::builder(
-//!     "https://idp.example/oauth2/token",
-//!     ClientAuth::basic("my-client", "my-secret"),
-//! )
-//! .scope("api:read")
-//! .build()?;
-//!
-//! let grant = ClientCredentialsGrant::new(endpoint);
-//! // Keep a clone to read its counters later.
-//! let cache = TokenCache::new(grant.clone());
-//! let layer = AuthLayer::new(cache);
-//! # drop(layer);
-//! # Ok(())
-//! # }
-//! ```
 
 use std::sync::Arc;
 
@@ -38,6 +15,29 @@ use super::grant::{GrantCore, Primary, grant_handle};
 ///
 /// Cheap to clone; clones share the refresh token and the counters, so give
 /// each [`TokenCache`](crate::TokenCache) a grant of its own.
+///
+/// # Example
+///
+/// ```no_run
+/// use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+/// use tower_bearer::{AuthLayer, TokenCache};
+///
+/// # fn main() -> Result<(), tower_bearer::ConfigError> {
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::basic("my-client", "my-secret"),
+/// )
+/// .scope("api:read")
+/// .build()?;
+///
+/// let grant = ClientCredentialsGrant::new(endpoint);
+/// // Keep a clone to read its counters later.
+/// let cache = TokenCache::new(grant.clone());
+/// let layer = AuthLayer::new(cache);
+/// # drop(layer);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ClientCredentialsGrant {
     core: Arc<GrantCore>,

@@ -1,37 +1,4 @@
-//! [`TokenEndpoint`]: where and how token requests are sent — the URL, the
-//! client authentication, extra form parameters, limits, and the transport.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_bearer::oauth::{ClientAuth, TokenEndpoint};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_bearer::ConfigError> {
-//! let endpoint = TokenEndpoint::builder(
-//!     "https://idp.example/oauth2/token",
-//!     ClientAuth::basic("my-client", "my-secret"),
-//! )
-//! .scope("api:read api:write")
-//! .resource("https://api.example/")
-//! .timeout(Duration::from_secs(5))
-//! .build()?;
-//! assert_eq!(endpoint.url(), "https://idp.example/oauth2/token");
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # Transport safety (B9)
-//!
-//! * The URL must be `https`, unless its host is loopback (`127.0.0.0/8`,
-//!   `::1`, `localhost`) or plain HTTP was allowed with
-//!   [`allow_insecure_http`](TokenEndpointBuilder::allow_insecure_http).
-//!   A URL with credentials in it (`https://user:pass@…`) is refused.
-//! * Redirects are not followed: a 3xx is a permanent error.
-//! * Response bodies over [`max_response_size`](TokenEndpointBuilder::max_response_size)
-//!   (default [`DEFAULT_MAX_RESPONSE_SIZE`], 64 KiB) are refused as soon as
-//!   the `Content-Length` or the running total passes it.
+//! [`TokenEndpoint`]: where and how token requests are sent.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -75,8 +42,40 @@ const RESERVED_PARAMS: &[&str] = &[
 ];
 
 /// A token endpoint: URL, client authentication, extra parameters, limits
-/// and transport. Built with [`TokenEndpoint::builder`]; see the
-/// [module documentation](self).
+/// and transport. Built with [`TokenEndpoint::builder`], shared by the
+/// grants.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_bearer::oauth::{ClientAuth, TokenEndpoint};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::ConfigError> {
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::basic("my-client", "my-secret"),
+/// )
+/// .scope("api:read api:write")
+/// .resource("https://api.example/")
+/// .timeout(Duration::from_secs(5))
+/// .build()?;
+/// assert_eq!(endpoint.url(), "https://idp.example/oauth2/token");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Transport safety (B9)
+///
+/// * The URL must be `https`, unless its host is loopback (`127.0.0.0/8`,
+///   `::1`, `localhost`) or plain HTTP was allowed with
+///   [`allow_insecure_http`](TokenEndpointBuilder::allow_insecure_http).
+///   A URL with credentials in it (`https://user:pass@…`) is refused.
+/// * Redirects are not followed: a 3xx is a permanent error.
+/// * Response bodies over [`max_response_size`](TokenEndpointBuilder::max_response_size)
+///   (default [`DEFAULT_MAX_RESPONSE_SIZE`], 64 KiB) are refused as soon as
+///   the `Content-Length` or the running total passes it.
 ///
 /// Cheap to clone. `Debug` shows the URL (without its query), the client
 /// id, the authentication method and the parameter names, never a secret
@@ -438,15 +437,15 @@ fn is_loopback(host: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn stub() -> impl Service<
-        Request<Full<Bytes>>,
-        Response = http::Response<Full<Bytes>>,
-        Error = std::convert::Infallible,
-        Future = std::future::Ready<Result<http::Response<Full<Bytes>>, std::convert::Infallible>>,
-    > + Clone
-    + Send
-    + 'static {
-        tower::service_fn(|_req| std::future::ready(Ok(http::Response::new(Full::default()))))
+    type Reply = Result<http::Response<Full<Bytes>>, std::convert::Infallible>;
+    type Stub = tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> std::future::Ready<Reply>>;
+
+    /// A transport that answers every request with an empty 200.
+    fn stub() -> Stub {
+        fn reply(_req: Request<Full<Bytes>>) -> std::future::Ready<Reply> {
+            std::future::ready(Ok(http::Response::new(Full::default())))
+        }
+        tower::service_fn(reply as fn(_) -> _)
     }
 
     fn build(url: &str) -> Result<TokenEndpoint, ConfigError> {

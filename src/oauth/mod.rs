@@ -51,6 +51,29 @@
 //! * [`parse_token_response`]: the RFC 6749 §5.1/§5.2 parser the grants use,
 //!   for custom sources.
 //!
+//! # Refresh tokens (B5)
+//!
+//! A grant keeps the newest refresh token it has received and sends it
+//! with `grant_type=refresh_token`. When it has none (a token loaded from a
+//! store, a fresh grant), it uses the refresh token of the token the cache
+//! is replacing (`previous`), unless that one was already spent.
+//!
+//! * A response with a new refresh token replaces the old one at once; the
+//!   old one is *spent* and never sent again.
+//! * A response without one keeps the old one (RFC 6749 §6), and the token
+//!   handed to the cache carries it, so the cache and a store see it too.
+//! * `invalid_grant` spends the refresh token and, in the same attempt,
+//!   falls back to the primary grant (client credentials, password). A
+//!   grant with no primary grant reports the error, now and on every later
+//!   attempt, without another request.
+//! * Other failures keep the refresh token for the next attempt. After a
+//!   timeout the server may have rotated it anyway; sending it again then
+//!   gets `invalid_grant`, and the fallback above.
+//!
+//! The cache runs one refresh at a time (B3), so within one cache these
+//! steps never interleave. Clones of a grant share its refresh token: give
+//! each cache a grant of its own.
+//!
 //! # Failures (B4)
 //!
 //! | failure | kind | retried by the cache |

@@ -1,30 +1,4 @@
-//! The resource owner password credentials grant (RFC 6749 §4.3): the
-//! client trades a user's name and password for a token, usually with a
-//! refresh token.
-//!
-//! The OAuth 2.0 Security BCP (RFC 9700) says not to use this grant; it is
-//! here for the servers and first-party clients that still do.
-//!
-//! # Example
-//!
-//! ```no_run
-//! use tower_bearer::oauth::{ClientAuth, PasswordGrant, TokenEndpoint};
-//! use tower_bearer::TokenCache;
-//!
-//! # fn main() -> Result<(), tower_bearer::ConfigError> {
-//! let endpoint = TokenEndpoint::builder(
-//!     "https://idp.example/oauth2/token",
-//!     ClientAuth::basic("my-client", "my-secret"),
-//! )
-//! .build()?;
-//!
-//! let grant = PasswordGrant::new(endpoint, "alice", "alice-password");
-//! let cache = TokenCache::new(grant.clone());
-//! // Later: `grant.refresh_token()` is the refresh token to persist.
-//! # drop(cache);
-//! # Ok(())
-//! # }
-//! ```
+//! The resource owner password credentials grant (RFC 6749 §4.3).
 
 use std::sync::Arc;
 
@@ -45,8 +19,32 @@ secret_newtype!(
 /// token replaces the old one at once, and a refused one (`invalid_grant`,
 /// e.g. expired) falls back to the password grant (B5).
 ///
+/// The OAuth 2.0 Security BCP (RFC 9700) says not to use this grant; it is
+/// here for the servers and first-party clients that still do.
+///
 /// Cheap to clone; clones share the refresh token and the counters, so give
 /// each [`TokenCache`](crate::TokenCache) a grant of its own.
+///
+/// # Example
+///
+/// ```no_run
+/// use tower_bearer::oauth::{ClientAuth, PasswordGrant, TokenEndpoint};
+/// use tower_bearer::TokenCache;
+///
+/// # fn main() -> Result<(), tower_bearer::ConfigError> {
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::basic("my-client", "my-secret"),
+/// )
+/// .build()?;
+///
+/// let grant = PasswordGrant::new(endpoint, "alice", "alice-password");
+/// let cache = TokenCache::new(grant.clone());
+/// // Later: `grant.refresh_token()` is the refresh token to persist.
+/// # drop(cache);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct PasswordGrant {
     core: Arc<GrantCore>,

@@ -1,27 +1,5 @@
 //! The refresh token grant on its own (RFC 6749 §6): start from a refresh
 //! token you already have (from a login flow, a previous run, a store).
-//!
-//! # Example
-//!
-//! ```no_run
-//! use tower_bearer::oauth::{ClientAuth, RefreshTokenGrant, TokenEndpoint};
-//! use tower_bearer::TokenCache;
-//!
-//! # fn main() -> Result<(), tower_bearer::ConfigError> {
-//! # let saved_refresh_token = String::new();
-//! let endpoint = TokenEndpoint::builder(
-//!     "https://idp.example/oauth2/token",
-//!     ClientAuth::none("my-cli"),
-//! )
-//! .build()?;
-//!
-//! let grant = RefreshTokenGrant::new(endpoint, saved_refresh_token);
-//! let cache = TokenCache::new(grant.clone());
-//! // After each refresh, persist `grant.refresh_token()`: it may have rotated.
-//! # drop(cache);
-//! # Ok(())
-//! # }
-//! ```
 
 use std::sync::Arc;
 
@@ -40,6 +18,28 @@ use crate::RefreshToken;
 ///
 /// Cheap to clone; clones share the refresh token and the counters, so give
 /// each [`TokenCache`](crate::TokenCache) a grant of its own.
+///
+/// # Example
+///
+/// ```no_run
+/// use tower_bearer::oauth::{ClientAuth, RefreshTokenGrant, TokenEndpoint};
+/// use tower_bearer::TokenCache;
+///
+/// # fn main() -> Result<(), tower_bearer::ConfigError> {
+/// # let saved_refresh_token = String::new();
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::none("my-cli"),
+/// )
+/// .build()?;
+///
+/// let grant = RefreshTokenGrant::new(endpoint, saved_refresh_token);
+/// let cache = TokenCache::new(grant.clone());
+/// // After each refresh, persist `grant.refresh_token()`: it may have rotated.
+/// # drop(cache);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RefreshTokenGrant {
     core: Arc<GrantCore>,

@@ -1,62 +1,6 @@
 //! RFC 6749 token responses: a §5.1 success becomes a [`Token`], a §5.2
-//! error (or anything else) a typed [`Error`].
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use http::{HeaderMap, StatusCode};
-//! use tower_bearer::oauth::parse_token_response;
-//! use tower_bearer::{ErrorKind, OAuthErrorCode};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let body = br#"{"access_token":"t0k3n","token_type":"bearer","expires_in":"3600"}"#;
-//! let token = parse_token_response(StatusCode::OK, &HeaderMap::new(), body).unwrap();
-//! assert_eq!(token.access_token().secret(), "t0k3n");
-//! assert_eq!(token.expires_at(), Some(token.issued_at() + Duration::from_secs(3600)));
-//!
-//! let body = br#"{"error":"invalid_client","error_description":"client authentication failed"}"#;
-//! let err = parse_token_response(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body).unwrap_err();
-//! assert_eq!(err.kind(), ErrorKind::OAuth);
-//! assert_eq!(err.oauth_error().unwrap().code(), &OAuthErrorCode::InvalidClient);
-//! assert!(err.is_permanent());
-//! # }
-//! ```
-//!
-//! # Success (§5.1)
-//!
-//! | member | what is accepted |
-//! | --- | --- |
-//! | `access_token` | required, a non-empty string |
-//! | `token_type` | `bearer` in any case, or absent (many servers omit it): sent as `Bearer`. Anything else, `DPoP` included (this crate cannot make DPoP proofs yet), is an [`ErrorKind::InvalidResponse`] |
-//! | `expires_in` | a number or a numeric string, in seconds, counted from the moment the response is parsed. At most [`MAX_EXPIRES_IN`]; zero or negative means "do not reuse": the token goes to the callers waiting for it and the next call fetches another. `null` or absent: the expiry is left unset, and the cache uses the JWT `exp` claim or its default lifetime (B1). Anything else is an [`ErrorKind::InvalidResponse`] |
-//! | `refresh_token` | a string; an empty one counts as absent |
-//! | `scope` | a string (or, leniently, an array of strings, joined with spaces) |
-//! | anything else | kept, see [`Token::extra`] |
-//!
-//! # Errors (§5.2 and the rest)
-//!
-//! * A JSON object with an `error` member is an [`ErrorKind::OAuth`] error
-//!   with its code, `error_description`, `error_uri` and HTTP status,
-//!   whatever the status is: a 200 carrying `error` is an error.
-//! * Any other non-2xx response is an [`ErrorKind::Status`] error. 5xx, 408
-//!   and 429 are transient (B4); 3xx are permanent, as redirects are not
-//!   followed (B9).
-//! * A `Retry-After` header (seconds or an HTTP date) is attached to the
-//!   error, and the cache waits that long before its next attempt.
-//! * A 2xx that is not a JSON object, or lacks a usable `access_token`, is
-//!   an [`ErrorKind::InvalidResponse`].
-//!
-//! # What error messages quote
-//!
-//! Never the body as a whole: an error page may echo the request. A status
-//! error says the content type, the length, and for an HTML page its
-//! `<title>` (or for plain text its first line), cut to 48 printable ASCII
-//! characters, so a message stays under 120 characters. The grants of this
-//! module scrub their own secrets (client secret, password, refresh token,
-//! in every encoding they were sent in) from that excerpt and from
-//! `error_description` first (B8).
+//! error (or anything else) a typed [`Error`]. The rules are documented on
+//! [`parse_token_response`].
 
 use std::time::{Duration, SystemTime};
 
@@ -83,18 +27,75 @@ const MAX_CONTENT_TYPE: usize = 40;
 const SCAN: usize = 4096;
 
 /// Parses a token endpoint's response into a [`Token`] or a typed
-/// [`Error`]. See the [module documentation](self) for what is accepted.
+/// [`Error`]: RFC 6749 §5.1 successes and §5.2 errors, and whatever else an
+/// endpoint may send. It never panics, whatever the input.
 ///
 /// Call it as soon as the response arrives: a relative `expires_in` counts
-/// from that moment (B1). Useful for custom token sources that talk to an
-/// RFC 6749-shaped endpoint by other means.
+/// from that moment (B1). The grants of this module use it; it is public
+/// for custom token sources that reach an RFC 6749-shaped endpoint by
+/// other means.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use http::{HeaderMap, StatusCode};
+/// use tower_bearer::oauth::parse_token_response;
+/// use tower_bearer::{ErrorKind, OAuthErrorCode};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let body = br#"{"access_token":"t0k3n","token_type":"bearer","expires_in":"3600"}"#;
+/// let token = parse_token_response(StatusCode::OK, &HeaderMap::new(), body).unwrap();
+/// assert_eq!(token.access_token().secret(), "t0k3n");
+/// assert_eq!(token.expires_at(), Some(token.issued_at() + Duration::from_secs(3600)));
+///
+/// let body = br#"{"error":"invalid_client","error_description":"client authentication failed"}"#;
+/// let err = parse_token_response(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::OAuth);
+/// assert_eq!(err.oauth_error().unwrap().code(), &OAuthErrorCode::InvalidClient);
+/// assert!(err.is_permanent());
+/// # }
+/// ```
+///
+/// # Success (§5.1)
+///
+/// | member | what is accepted |
+/// | --- | --- |
+/// | `access_token` | required, a non-empty string |
+/// | `token_type` | `bearer` in any case, or absent (many servers omit it): sent as `Bearer`. Anything else, `DPoP` included (this crate cannot make DPoP proofs yet), is an [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) |
+/// | `expires_in` | a number or a numeric string, in seconds, counted from the moment the response is parsed. At most [`MAX_EXPIRES_IN`]; zero or negative means "do not reuse": the token goes to the callers waiting for it and the next call fetches another. `null` or absent: the expiry is left unset, and the cache uses the JWT `exp` claim or its default lifetime (B1). Anything else is an [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) |
+/// | `refresh_token` | a string; an empty one counts as absent |
+/// | `scope` | a string (or, leniently, an array of strings, joined with spaces) |
+/// | anything else | kept, see [`Token::extra`] |
+///
+/// # Failures (§5.2 and the rest)
+///
+/// * A JSON object with an `error` member is an [`ErrorKind::OAuth`](crate::ErrorKind::OAuth) error
+///   with its code, `error_description`, `error_uri` and HTTP status,
+///   whatever the status is: a 200 carrying `error` is an error.
+/// * Any other non-2xx response is an [`ErrorKind::Status`](crate::ErrorKind::Status) error. 5xx, 408
+///   and 429 are transient (B4); 3xx are permanent, as redirects are not
+///   followed (B9).
+/// * A `Retry-After` header (seconds or an HTTP date) is attached to the
+///   error, and the cache waits that long before its next attempt.
+/// * A 2xx that is not a JSON object, or lacks a usable `access_token`, is
+///   an [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse).
+///
+/// # What error messages quote
+///
+/// Never the body as a whole: an error page may echo the request. A status
+/// error says the content type, the length, and for an HTML page its
+/// `<title>` (or for plain text its first line), cut to 48 printable ASCII
+/// characters, so a message stays under 120 characters. The grants of this
+/// module scrub their own secrets (client secret, password, refresh token,
+/// in every encoding they were sent in) from that excerpt and from
+/// `error_description` first (B8).
 ///
 /// # Errors
 ///
-/// [`ErrorKind::OAuth`](crate::ErrorKind::OAuth),
-/// [`ErrorKind::Status`](crate::ErrorKind::Status) or
-/// [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse), as
-/// described above. It never panics, whatever the input.
+/// [`ErrorKind::OAuth`](crate::ErrorKind::OAuth), [`ErrorKind::Status`](crate::ErrorKind::Status) or
+/// [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse), as described above.
 pub fn parse_token_response(
     status: StatusCode,
     headers: &HeaderMap,
