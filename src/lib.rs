@@ -92,6 +92,18 @@
 //! * [`reject`]: what counts as a rejection, and what to do about it.
 //! * [`body`]: which request bodies can be replayed.
 //! * [`token`] and [`error`]: the values and the failures.
+//!
+//! # Features
+//!
+//! * `https` (default): the built-in token-endpoint transport with TLS, a
+//!   hyper-util client over hyper-rustls, with the ring crypto provider
+//!   passed explicitly and the webpki root certificates.
+//! * `hyper-client`: the built-in transport for plain-HTTP token endpoints
+//!   only (loopback, or TLS terminated elsewhere).
+//! * `full`: everything.
+//!
+//! Without them, everything else works, and the [`oauth`] grants take any
+//! tower service as their transport.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

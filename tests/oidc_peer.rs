@@ -310,3 +310,55 @@ async fn peer_refresh_token_grant_rotates_and_reads_the_api() {
     assert!(!is_active(&peer, &original).await);
     assert!(is_active(&peer, &rotated).await);
 }
+
+// === more of the server's knobs ===
+
+#[tokio::test]
+async fn peer_refresh_token_returned_unchanged_is_kept_and_reused() {
+    let peer = Peer::start(&[("ROTATE_RT", "never")]).await;
+    let grant = PasswordGrant::new(
+        endpoint(&peer, ClientAuth::basic(CLIENT, SECRET))
+            .build()
+            .unwrap(),
+        "bob",
+        "bob-password",
+    );
+    let cache = TokenCache::new(grant.clone());
+    let first = cache.token().await.unwrap();
+    let refresh_token = first.refresh_token().unwrap().clone();
+
+    let mut current = first;
+    for _ in 0..2 {
+        assert!(cache.invalidate(&current));
+        current = cache.token().await.unwrap();
+        assert_eq!(current.refresh_token(), Some(&refresh_token));
+    }
+
+    let stats = grant.stats();
+    assert_eq!((stats.primary, stats.refreshes, stats.rotations), (1, 2, 0));
+    let (status, body) = call_api(&peer, &cache, "/api/whoami").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["sub"], "bob");
+}
+
+#[tokio::test]
+async fn peer_resource_indicator_gets_a_jwt_access_token_for_the_api() {
+    let peer = Peer::start(&[]).await;
+    let grant = ClientCredentialsGrant::new(
+        endpoint(&peer, ClientAuth::basic(CLIENT, SECRET))
+            .scope("api:read api:write")
+            .resource("urn:peer:api:jwt")
+            .build()
+            .unwrap(),
+    );
+    let cache = TokenCache::new(grant.clone());
+
+    let (status, body) = call_api(&peer, &cache, "/api/write").await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_format"], "jwt");
+    assert_eq!(body["aud"], "urn:peer:api:jwt");
+    let token = cache.token().await.unwrap();
+    assert_eq!(token.access_token().secret().split('.').count(), 3);
+    assert!(token.jwt_expiry().is_some());
+}
