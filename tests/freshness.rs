@@ -11,7 +11,6 @@ use http_body_util::Full;
 use support::{
     FrozenClock, TestServer, api_server, http_client, http_source, settle_until, token_json,
 };
-use tokio::sync::Notify;
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
 use tower_bearer::{AuthLayer, TokenCache};
@@ -176,47 +175,6 @@ async fn b2_stale_token_is_served_at_once_while_one_slow_refresh_runs() {
         Some("Bearer tok-2")
     );
     assert_eq!(tokens.requests(), 2, "exactly one background refresh");
-}
-
-#[tokio::test(start_paused = true)]
-async fn b3_dropped_waiter_does_not_cancel_the_refresh_for_the_others() {
-    let _clock = FrozenClock::freeze().await;
-    let gate = std::sync::Arc::new(Notify::new());
-    let gate2 = gate.clone();
-    let tokens = TestServer::start(move |n, _| {
-        let gate = gate2.clone();
-        async move {
-            gate.notified().await;
-            token_json(&format!("tok-{n}"), 3600)
-        }
-    })
-    .await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
-
-    let first = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.token().await }
-    });
-    settle_until(|| tokens.requests() == 1).await;
-    let second = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.token().await }
-    });
-    let third = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.token().await }
-    });
-    tokio::task::yield_now().await;
-    // The caller that started the refresh gives up.
-    first.abort();
-    assert!(first.await.unwrap_err().is_cancelled());
-
-    gate.notify_one();
-    let second = second.await.unwrap().unwrap();
-    let third = third.await.unwrap().unwrap();
-    assert_eq!(second.access_token().secret(), "tok-1");
-    assert_eq!(third.access_token().secret(), "tok-1");
-    assert_eq!(tokens.requests(), 1);
 }
 
 trait LayerExt {

@@ -412,6 +412,9 @@ async fn fetch(
             Err(error) => error,
         };
         failures += 1;
+        // Counted in the same poll that creates the backoff timer below, so
+        // a test that sees this count knows the timer's deadline is set.
+        Counters::bump(&counters.failed_token_requests);
         if error.is_permanent() || failures >= retries.max_attempts {
             return Err(error);
         }

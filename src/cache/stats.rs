@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct CacheStats {
     /// Attempts made to get a token from the source (each retry counts).
     pub token_requests: u64,
+    /// Token requests that failed (each failed attempt counts).
+    pub failed_token_requests: u64,
     /// Refreshes that ended without a token, after their retries.
     pub refresh_failures: u64,
     /// Responses that rejected a token this cache handed out (401, or gRPC
@@ -28,6 +30,7 @@ pub struct CacheStats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) token_requests: AtomicU64,
+    pub(crate) failed_token_requests: AtomicU64,
     pub(crate) refresh_failures: AtomicU64,
     pub(crate) rejections: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -41,6 +44,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
             token_requests: self.token_requests.load(Ordering::Relaxed),
+            failed_token_requests: self.failed_token_requests.load(Ordering::Relaxed),
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
             rejections: self.rejections.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),

@@ -255,43 +255,47 @@ where
 /// written the way a user of the crate would write a custom source.
 pub fn http_source(client: HttpClient, url: String) -> impl tower_bearer::TokenSource {
     tower_bearer::source::from_fn(move |_previous: Option<tower_bearer::Token>| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let req = Request::post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::new(Bytes::from_static(
-                    b"grant_type=client_credentials",
-                )))
-                .unwrap();
-            let rsp = client
-                .request(req)
-                .await
-                .map_err(tower_bearer::Error::connect)?;
-            let status = rsp.status();
-            let body = rsp
-                .into_body()
-                .collect()
-                .await
-                .map_err(tower_bearer::Error::connect)?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(tower_bearer::Error::status(status, None));
-            }
-            #[derive(serde::Deserialize)]
-            struct Body {
-                access_token: String,
-                expires_in: Option<u64>,
-            }
-            let parsed: Body = serde_json::from_slice(&body)
-                .map_err(|_| tower_bearer::Error::invalid_response("not a token response"))?;
-            let mut token = tower_bearer::Token::new(parsed.access_token);
-            if let Some(secs) = parsed.expires_in {
-                token = token.with_expires_in(Duration::from_secs(secs));
-            }
-            Ok(token)
-        }
+        post_for_token(client.clone(), url.clone())
     })
+}
+
+/// One token request: POST, then parse `{access_token, expires_in}`.
+pub async fn post_for_token(
+    client: HttpClient,
+    url: String,
+) -> Result<tower_bearer::Token, tower_bearer::Error> {
+    let req = Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(
+            b"grant_type=client_credentials",
+        )))
+        .unwrap();
+    let rsp = client
+        .request(req)
+        .await
+        .map_err(tower_bearer::Error::connect)?;
+    let status = rsp.status();
+    let body = rsp
+        .into_body()
+        .collect()
+        .await
+        .map_err(tower_bearer::Error::connect)?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(tower_bearer::Error::status(status, None));
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        access_token: String,
+        expires_in: Option<u64>,
+    }
+    let parsed: Body = serde_json::from_slice(&body)
+        .map_err(|_| tower_bearer::Error::invalid_response("not a token response"))?;
+    let mut token = tower_bearer::Token::new(parsed.access_token);
+    if let Some(secs) = parsed.expires_in {
+        token = token.with_expires_in(Duration::from_secs(secs));
+    }
+    Ok(token)
 }
 
 /// Freezes tokio's clock for the rest of the test: time moves only with

@@ -1,0 +1,304 @@
+//! B4: retries, permanent failures, stale-while-error and the cooldown that
+//! keeps a dead token endpoint from being hammered. Paused clock, real
+//! loopback servers.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::{
+    FrozenClock, TestServer, api_server, h2_client, http_client, http_source, json, settle_until,
+    text, token_json,
+};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, advance};
+use tower::{Layer, ServiceExt};
+use tower_bearer::{AuthLayer, Error, ErrorKind, TokenCache};
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// A token endpoint that issues `tok-1` (lifetime `expires_in`), then
+/// answers 503 for as long as `down` is set, and tokens again after.
+async fn flaky_token_server(expires_in: u64, down: Arc<AtomicBool>) -> TestServer {
+    TestServer::start(move |n, _| {
+        let down = down.clone();
+        async move {
+            if n > 1 && down.load(Ordering::SeqCst) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "<html>maintenance</html>")
+            } else {
+                token_json(&format!("tok-{n}"), expires_in)
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn b4_dead_endpoint_sees_a_bounded_number_of_requests_under_load() {
+    // The bound for 10 simulated minutes at 1,000 calls per second, with the
+    // default settings (3 attempts per refresh, cooldown 1 s doubling to
+    // 30 s with equal jitter, so at least 0.5, 1, 2, 4, 8, then 15 s apart):
+    // at most 3 requests per refresh, and at most 5 + 600 / 15 + 1 refreshes,
+    // plus the first token. Documented in `cache` (Failures).
+    const SECONDS: u64 = 600;
+    const CALLS_PER_STEP: usize = 100;
+    const STEP: Duration = Duration::from_millis(100);
+    const BOUND: usize = 1 + 3 * (5 + SECONDS as usize / 15 + 1);
+
+    let _clock = FrozenClock::freeze().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let tokens = flaky_token_server(300, down).await;
+    let api = api_server(|_| true).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(h2_client());
+    // The first token: usable until 300 s − 60 s leeway.
+    cache.token().await.unwrap();
+    let start = Instant::now();
+    let usable_until = start + S(240);
+
+    // Calls are spawned so that those waiting for a refresh do not stop the
+    // clock. A call counts as made when it first runs; each must be done
+    // within 1 s of simulated time after that (a refresh's backoff is at most
+    // 100 + 200 ms), which keeps the pile bounded.
+    let (mut ok, mut failed) = (0, 0);
+    let mut pending: Vec<(Arc<OnceLock<Instant>>, JoinHandle<_>)> = Vec::new();
+    while Instant::now() - start < S(SECONDS) {
+        for _ in 0..CALLS_PER_STEP {
+            let client = client.clone();
+            let req = Request::get(api.url("/"))
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            let made = Arc::new(OnceLock::new());
+            let call = tokio::spawn({
+                let made = made.clone();
+                async move {
+                    made.set(Instant::now()).unwrap();
+                    client.oneshot(req).await
+                }
+            });
+            pending.push((made, call));
+        }
+        // All of this step's calls are made at this instant.
+        settle_until(|| pending.iter().all(|(made, _)| made.get().is_some())).await;
+        advance(STEP).await;
+        let now = Instant::now();
+        settle_until(|| {
+            pending.iter().all(|(made, call)| {
+                call.is_finished() || made.get().is_some_and(|at| now - *at < S(1))
+            })
+        })
+        .await;
+        let (done, rest): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(_, call)| call.is_finished());
+        pending = rest;
+        for (made, call) in done {
+            let made = *made.get().unwrap();
+            match call.await.unwrap() {
+                Ok(rsp) => {
+                    assert!(
+                        made < usable_until,
+                        "a call at {:?} got a token",
+                        made - start
+                    );
+                    assert_eq!(rsp.status(), StatusCode::OK);
+                    ok += 1;
+                }
+                Err(err) => {
+                    assert!(made >= usable_until, "a call at {:?} failed", made - start);
+                    let err = err.downcast_ref::<Error>().expect("a typed token error");
+                    assert_eq!(err.kind(), ErrorKind::Status);
+                    assert_eq!(err.http_status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+                    assert!(err.is_transient());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    advance(S(1)).await;
+    for (made, call) in pending {
+        let err = call.await.unwrap().expect_err("the endpoint is still down");
+        assert!(*made.get().unwrap() >= usable_until);
+        assert!(err.downcast_ref::<Error>().is_some());
+        failed += 1;
+    }
+    assert_eq!(ok, 240 * 1000, "every call until expiry − leeway succeeded");
+    assert_eq!(failed, 360 * 1000, "every call after got the typed error");
+    let requests = tokens.requests();
+    eprintln!("dead endpoint: {requests} token requests in {SECONDS} s (bound {BOUND})");
+    assert!(
+        requests <= BOUND,
+        "{requests} token requests, bound {BOUND}"
+    );
+    // It never stops trying either: at least one refresh per 30 s of outage.
+    assert!(requests >= 1 + 3 * (360 / 30), "{requests} token requests");
+    assert_eq!(api.requests(), 240 * 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b4_transient_failures_are_retried_with_backoff_within_one_refresh() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = TestServer::start(|n, _| async move {
+        if n < 3 {
+            text(StatusCode::SERVICE_UNAVAILABLE, "busy")
+        } else {
+            token_json("tok-3", 3600)
+        }
+    })
+    .await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let waiter = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    // First attempt, then a backoff of at most 100 ms, then at most 200 ms.
+    settle_until(|| cache.stats().failed_token_requests == 1).await;
+    advance(MS(100)).await;
+    settle_until(|| cache.stats().failed_token_requests == 2).await;
+    advance(MS(200)).await;
+    let token = waiter.await.unwrap().unwrap();
+    assert_eq!(token.access_token().secret(), "tok-3");
+    assert_eq!(tokens.requests(), 3);
+    assert_eq!(cache.stats().token_requests, 3);
+    assert_eq!(cache.stats().refresh_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b4_permanent_failures_are_not_retried() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = TestServer::start(|_, _| async {
+        json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"message": "no such endpoint"}),
+        )
+    })
+    .await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let err = cache.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert!(err.is_permanent());
+    assert_eq!(tokens.requests(), 1);
+    // During the cooldown, callers get the same failure without a request.
+    let again = cache.token().await.unwrap_err();
+    assert!(again.ptr_eq(&err));
+    assert_eq!(tokens.requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b4_a_failed_refresh_keeps_serving_the_usable_token_and_recovers() {
+    let _clock = FrozenClock::freeze().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let tokens = flaky_token_server(100, down.clone()).await;
+    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .leeway(S(10))
+        .jitter(0.0)
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    assert_eq!(support::cached_token(&cache), None);
+    cache.token().await.unwrap();
+
+    // 80 s: stale. The background refresh fails; the token is still served.
+    advance(S(80)).await;
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
+    settle_until(|| cache.stats().refresh_failures == 1).await;
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
+    assert_eq!(tokens.requests(), 2);
+
+    // Within the cooldown (at least 0.5 s) no new attempt is made.
+    advance(MS(400)).await;
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
+    assert_eq!(tokens.requests(), 2);
+
+    // The endpoint comes back; after the cooldown the next call refreshes.
+    down.store(false, Ordering::SeqCst);
+    advance(MS(600)).await;
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
+    settle_until(|| support::cached_token(&cache).as_deref() == Some("tok-3")).await;
+    assert_eq!(tokens.requests(), 3);
+    assert_eq!(cache.stats().refresh_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b4_retry_after_is_honoured_between_attempts() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = TestServer::start(|n, _| async move {
+        if n == 1 {
+            let mut rsp = text(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            rsp.headers_mut()
+                .insert("retry-after", "2".parse().unwrap());
+            rsp
+        } else {
+            token_json("tok-2", 3600)
+        }
+    })
+    .await;
+    let client = http_client();
+    let url = tokens.url("/token");
+    // A custom source that passes the server's Retry-After on.
+    let source = tower_bearer::source::from_fn(move |_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let req = Request::post(url).body(Full::<Bytes>::default()).unwrap();
+            let rsp = client.request(req).await.map_err(Error::connect)?;
+            if rsp.status() == StatusCode::TOO_MANY_REQUESTS {
+                let secs = rsp.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                return Err(Error::status(rsp.status(), None).with_retry_after(S(secs)));
+            }
+            Ok(tower_bearer::Token::new("tok-after-retry-after"))
+        }
+    });
+    let cache = TokenCache::new(source);
+    let waiter = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    settle_until(|| cache.stats().failed_token_requests == 1).await;
+    advance(MS(1999)).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "not before the 2 s the server asked for"
+    );
+    advance(MS(1)).await;
+    let token = waiter.await.unwrap().unwrap();
+    assert_eq!(token.access_token().secret(), "tok-after-retry-after");
+    assert_eq!(tokens.requests(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b4_attempt_timeout_turns_a_hung_endpoint_into_a_transient_error() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = TestServer::start(|_, _| async {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .attempt_timeout(S(2))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let waiter = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    settle_until(|| tokens.requests() == 1).await;
+    advance(S(2)).await;
+    let err = waiter.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.is_transient());
+}

@@ -1,0 +1,351 @@
+//! B6 and B7: what happens when the API rejects a token, and which requests
+//! the layer leaves alone. Real token endpoint and API on loopback.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::{TestServer, api_server, h2_client, http_client, http_source, text, token_server};
+use tokio::sync::Barrier;
+use tower::{Layer, ServiceExt};
+use tower_bearer::reject::OnRejection;
+use tower_bearer::{AuthLayer, TokenCache, source::StaticToken};
+
+fn get(url: String) -> Request<Full<Bytes>> {
+    Request::get(url).body(Full::default()).unwrap()
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header("www-authenticate", r#"Bearer error="invalid_token""#)
+        .body(Full::new(Bytes::from_static(b"no")))
+        .unwrap()
+}
+
+fn tokens_seen(api: &TestServer) -> Vec<String> {
+    api.seen()
+        .iter()
+        .map(|s| s.authorization().unwrap_or("-").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b6_concurrent_401s_cause_one_refresh_and_one_retry_each() {
+    const CALLS: usize = 100;
+    let tokens = token_server(3600).await;
+    // Every request with tok-1 is held until all 100 have arrived, then
+    // rejected: the 100 rejections of tok-1 are truly concurrent.
+    let barrier = Arc::new(Barrier::new(CALLS));
+    let api = TestServer::start({
+        let barrier = barrier.clone();
+        move |_, seen| {
+            let barrier = barrier.clone();
+            async move {
+                match seen.authorization() {
+                    Some("Bearer tok-1") => {
+                        barrier.wait().await;
+                        unauthorized()
+                    }
+                    Some("Bearer tok-2") => text(StatusCode::OK, "ok"),
+                    _ => text(StatusCode::BAD_REQUEST, "unexpected token"),
+                }
+            }
+        }
+    })
+    .await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    assert_eq!(
+        cache.token().await.unwrap().access_token().secret(),
+        "tok-1"
+    );
+    let client = AuthLayer::new(cache.clone()).layer(h2_client());
+
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let client = client.clone();
+            let url = api.url(&format!("/items/{i}"));
+            tokio::spawn(async move { client.oneshot(get(url)).await.map(|r| r.status()) })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), StatusCode::OK);
+    }
+
+    assert_eq!(
+        tokens.requests(),
+        2,
+        "one initial token, exactly one refresh"
+    );
+    let seen = tokens_seen(&api);
+    assert_eq!(seen.len(), 2 * CALLS, "each request sent exactly twice");
+    for i in 0..CALLS {
+        let path = format!("/items/{i}");
+        let tokens_for: Vec<_> = api
+            .seen()
+            .iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.authorization().unwrap().to_owned())
+            .collect();
+        assert_eq!(tokens_for, ["Bearer tok-1", "Bearer tok-2"], "{path}");
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.rejections, stats.retries),
+        (CALLS as u64, CALLS as u64)
+    );
+}
+
+#[tokio::test]
+async fn b6_an_api_that_always_rejects_gets_each_request_exactly_twice() {
+    let tokens = token_server(3600).await;
+    let api = api_server(|_| false).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+
+    for n in 1..=4 {
+        let rsp = client.clone().oneshot(get(api.url("/"))).await.unwrap();
+        assert_eq!(
+            rsp.status(),
+            StatusCode::UNAUTHORIZED,
+            "the caller gets the 401"
+        );
+        assert_eq!(api.requests(), 2 * n, "sent exactly twice");
+    }
+    // Each request's first send invalidates the token it used; its retry's
+    // rejection is returned as is, so each request costs one token request.
+    assert_eq!(
+        tokens_seen(&api),
+        [
+            "Bearer tok-1",
+            "Bearer tok-2", //
+            "Bearer tok-2",
+            "Bearer tok-3", //
+            "Bearer tok-3",
+            "Bearer tok-4", //
+            "Bearer tok-4",
+            "Bearer tok-5",
+        ]
+    );
+    assert_eq!(tokens.requests(), 5);
+}
+
+#[tokio::test]
+async fn b6_403_is_never_retried_and_keeps_the_token() {
+    let tokens = token_server(3600).await;
+    let api = TestServer::start(|_, _| async { text(StatusCode::FORBIDDEN, "not allowed") }).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+
+    for _ in 0..3 {
+        let rsp = client.clone().oneshot(get(api.url("/"))).await.unwrap();
+        assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(api.requests(), 3);
+    assert_eq!(tokens.requests(), 1);
+    assert_eq!(tokens_seen(&api), ["Bearer tok-1"; 3]);
+    assert_eq!(cache.stats().rejections, 0);
+}
+
+#[tokio::test]
+async fn b7_a_request_with_its_own_authorization_is_sent_unchanged() {
+    let tokens = token_server(3600).await;
+    let api = api_server(|_| false).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+
+    let req = Request::get(api.url("/"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .body(Full::default())
+        .unwrap();
+    let rsp = client.oneshot(req).await.unwrap();
+    assert_eq!(
+        rsp.status(),
+        StatusCode::UNAUTHORIZED,
+        "its 401 is not ours to retry"
+    );
+    assert_eq!(tokens_seen(&api), ["Basic dXNlcjpwYXNz"]);
+    assert_eq!(tokens.requests(), 0, "no token was even fetched");
+}
+
+#[tokio::test]
+async fn b6_a_buffered_body_is_replayed_byte_for_byte() {
+    let tokens = token_server(3600).await;
+    let api = api_server(|token| token != "tok-1").await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+
+    let req = Request::post(api.url("/orders"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "42")
+        .body(Full::new(Bytes::from_static(br#"{"item":"tea","qty":2}"#)))
+        .unwrap();
+    let rsp = client.oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].authorization(), Some("Bearer tok-1"));
+    assert_eq!(seen[1].authorization(), Some("Bearer tok-2"));
+    for attempt in &seen {
+        assert_eq!(attempt.method, http::Method::POST);
+        assert_eq!(attempt.path, "/orders");
+        assert_eq!(&attempt.body[..], br#"{"item":"tea","qty":2}"#);
+        assert_eq!(attempt.headers["x-request-id"], "42");
+        assert_eq!(attempt.headers["content-type"], "application/json");
+    }
+}
+
+type Streaming = UnsyncBoxBody<Bytes, std::io::Error>;
+
+#[tokio::test]
+async fn b6_a_streaming_body_is_not_retried_but_its_token_is_invalidated() {
+    let tokens = token_server(3600).await;
+    let api = api_server(|token| token != "tok-1").await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let hyper: Client<_, Streaming> = Client::builder(TokioExecutor::new()).build_http();
+    let client = AuthLayer::new(cache.clone()).layer(hyper);
+
+    let stream = futures_stream(vec![
+        Bytes::from_static(b"chunk-1"),
+        Bytes::from_static(b"chunk-2"),
+    ]);
+    let req = Request::post(api.url("/upload")).body(stream).unwrap();
+    let rsp = client.clone().oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED, "returned unchanged");
+    assert_eq!(api.requests(), 1);
+    assert_eq!(api.seen()[0].body, "chunk-1chunk-2");
+
+    // The rejected token is gone: the next request gets a new one.
+    let req = Request::post(api.url("/upload"))
+        .body(futures_stream(vec![]))
+        .unwrap();
+    let rsp = client.oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(tokens.requests(), 2);
+}
+
+/// A body that yields `chunks` one by one: it cannot be copied.
+fn futures_stream(chunks: Vec<Bytes>) -> Streaming {
+    let frames = chunks
+        .into_iter()
+        .map(|c| Ok::<_, std::io::Error>(http_body::Frame::data(c)));
+    StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
+#[tokio::test]
+async fn b6_no_retry_when_the_new_token_is_the_rejected_one() {
+    let api = api_server(|_| false).await;
+    let cache = TokenCache::new(StaticToken::new("static-key"));
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+
+    let rsp = client.oneshot(get(api.url("/"))).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.requests(),
+        1,
+        "retrying with the same value would be pointless"
+    );
+    assert_eq!(cache.stats().retries, 0);
+}
+
+#[tokio::test]
+async fn b6_no_retry_when_no_new_token_can_be_had_the_rejection_is_returned() {
+    // The first token comes; then the endpoint fails permanently.
+    let tokens = TestServer::start(|n, _| async move {
+        if n == 1 {
+            support::token_json("tok-1", 3600)
+        } else {
+            support::json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "invalid_client"}),
+            )
+        }
+    })
+    .await;
+    let api = api_server(|_| false).await;
+    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+
+    let rsp = client.oneshot(get(api.url("/"))).await.unwrap();
+    assert_eq!(
+        rsp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the rejection, unchanged"
+    );
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "unauthorized");
+    assert_eq!(api.requests(), 1);
+    assert_eq!(tokens.requests(), 2);
+}
+
+#[tokio::test]
+async fn b6_on_rejection_return_invalidates_without_retrying() {
+    let tokens = token_server(3600).await;
+    let api = api_server(|token| token != "tok-1").await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone())
+        .on_rejection(OnRejection::Return)
+        .layer(http_client());
+
+    let rsp = client.clone().oneshot(get(api.url("/"))).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED);
+    let rsp = client.oneshot(get(api.url("/"))).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
+}
+
+#[tokio::test]
+async fn b6_grpc_unauthenticated_in_headers_is_a_rejection() {
+    let tokens = token_server(3600).await;
+    let api = TestServer::start(|_, seen| async move {
+        let status = if seen.authorization() == Some("Bearer tok-1") {
+            "16"
+        } else {
+            "0"
+        };
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", status)
+            .body(Full::default())
+            .unwrap()
+    })
+    .await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache).layer(h2_client());
+
+    let req = Request::post(api.url("/pkg.Service/Method"))
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let rsp = client.oneshot(req).await.unwrap();
+    assert_eq!(rsp.headers()["grpc-status"], "0");
+    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
+}
+
+#[tokio::test]
+async fn b6_a_stale_rejection_does_not_invalidate_the_newer_token() {
+    let tokens = token_server(3600).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let first = cache.token().await.unwrap();
+    assert!(cache.invalidate(&first));
+    let second = cache.token().await.unwrap();
+    assert_eq!(second.access_token().secret(), "tok-2");
+    // A late 401 for the first token must not throw the second away.
+    assert!(!cache.invalidate(&first));
+    assert_eq!(
+        cache.token().await.unwrap().access_token().secret(),
+        "tok-2"
+    );
+    assert_eq!(tokens.requests(), 2);
+}
