@@ -139,9 +139,7 @@ impl Error {
     /// error. 5xx, 408 and 429 are transient. `snippet` is a short,
     /// secret-free excerpt of the body for the error message.
     pub fn status(status: StatusCode, snippet: Option<String>) -> Self {
-        let transient = status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT;
+        let transient = is_transient_status(status);
         Self::from_inner(Inner {
             status: Some(status),
             message: snippet.map(Into::into),
@@ -150,8 +148,16 @@ impl Error {
     }
 
     /// An RFC 6749 §5.2 error response.
+    ///
+    /// A code the RFCs define decides whether it is transient
+    /// (`server_error`, `temporarily_unavailable`) or permanent (the rest).
+    /// A code they do not define follows the HTTP status, as
+    /// [`status`](Self::status) does: with a 5xx, 408 or 429 it is transient.
     pub fn oauth(error: OAuthError) -> Self {
-        let transient = error.code.is_transient();
+        let transient = match &error.code {
+            OAuthErrorCode::Other(_) => error.status.is_some_and(is_transient_status),
+            code => code.is_transient(),
+        };
         Self::from_inner(Inner {
             status: error.status,
             oauth: Some(error),
@@ -253,6 +259,13 @@ impl Error {
     pub fn ptr_eq(&self, other: &Error) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+}
+
+/// 5xx, 408 and 429: statuses that say "try again later" (B4).
+fn is_transient_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
 }
 
 impl fmt::Debug for Error {
@@ -513,6 +526,20 @@ mod tests {
             OAuthErrorCode::parse("vendor_specific"),
             OAuthErrorCode::Other("vendor_specific".into())
         );
+    }
+
+    #[test]
+    fn unknown_oauth_codes_follow_the_http_status() {
+        let code = || OAuthErrorCode::parse("rate_limited");
+        let with = |status| Error::oauth(OAuthError::new(code()).with_status(status));
+        assert!(with(StatusCode::TOO_MANY_REQUESTS).is_transient());
+        assert!(with(StatusCode::BAD_GATEWAY).is_transient());
+        assert!(with(StatusCode::BAD_REQUEST).is_permanent());
+        assert!(Error::oauth(OAuthError::new(code())).is_permanent());
+        // A code the RFC defines wins over the status.
+        let refused = OAuthError::new(OAuthErrorCode::InvalidClient)
+            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Error::oauth(refused).is_permanent());
     }
 
     #[test]

@@ -63,6 +63,9 @@
 //! * **B4 failures**: transient failures are retried with backoff and jitter,
 //!   honouring `Retry-After`; permanent ones are not; a usable token keeps being
 //!   served; a cooldown throttles new attempts.
+//! * **B5 refresh tokens**: the [`oauth`] grants refresh with the refresh
+//!   token they hold; a rotated one replaces it at once, a response without
+//!   one keeps it, and `invalid_grant` falls back to the primary grant.
 //! * **B6 rejection**: 401 or `grpc-status: 16` invalidates the token used
 //!   (compare-and-swap) and the request is sent once more if its body can be
 //!   replayed; 403 never is.
@@ -70,6 +73,9 @@
 //!   marked sensitive; a request with its own `Authorization` is left alone.
 //! * **B8 secrets**: tokens and secrets never appear in `Debug`, `Display`,
 //!   errors or logs.
+//! * **B9 transport safety**: token endpoints are `https` unless loopback or
+//!   explicitly allowed; responses are size-capped; redirects are not
+//!   followed.
 //! * **B10 composition**: `Clone`, `poll_ready` delegated, inner services called
 //!   only when ready, `BoxError` with a matchable [`Error`] inside.
 //! * **B11 time**: tokio's clock everywhere; tests run on a paused clock.
@@ -80,9 +86,24 @@
 //! * [`layer`]: [`AuthLayer`] and [`AuthService`]; [`future`] holds their
 //!   response future.
 //! * [`source`]: the [`TokenSource`] trait, closures and static tokens.
+//! * [`oauth`]: standard OAuth2 token endpoints: the client credentials,
+//!   password and refresh token grants, client authentication, RFC 6749
+//!   responses and errors, and the HTTPS transport.
 //! * [`reject`]: what counts as a rejection, and what to do about it.
 //! * [`body`]: which request bodies can be replayed.
 //! * [`token`] and [`error`]: the values and the failures.
+//!
+//! # Features
+//!
+//! * `https` (default): the built-in token-endpoint transport with TLS, a
+//!   hyper-util client over hyper-rustls, with the ring crypto provider
+//!   passed explicitly and the webpki root certificates.
+//! * `hyper-client`: the built-in transport for plain-HTTP token endpoints
+//!   only (loopback, or TLS terminated elsewhere).
+//! * `full`: everything.
+//!
+//! Without them, everything else works, and the [`oauth`] grants take any
+//! tower service as their transport.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -95,6 +116,7 @@ pub mod cache;
 pub mod error;
 pub mod future;
 pub mod layer;
+pub mod oauth;
 pub mod reject;
 pub mod source;
 pub mod token;

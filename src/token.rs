@@ -22,8 +22,10 @@ use base64::Engine as _;
 use tokio::time::Instant;
 
 /// What a secret prints as in `Debug` output.
-const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
+/// Defines a secret newtype over `String`: redacted `Debug`, no `Display`,
+/// `secret()` to read it. Used for every secret the crate holds (B8).
 macro_rules! secret_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -50,9 +52,11 @@ macro_rules! secret_newtype {
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_tuple(stringify!($name)).field(&format_args!("{REDACTED}")).finish()
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_tuple(stringify!($name))
+                    .field(&format_args!("{}", $crate::token::REDACTED))
+                    .finish()
             }
         }
 
@@ -69,6 +73,8 @@ macro_rules! secret_newtype {
         }
     };
 }
+
+pub(crate) use secret_newtype;
 
 secret_newtype!(
     /// An OAuth2 access token: the value sent in `Authorization: Bearer …`.

@@ -137,7 +137,7 @@ async fn b4_dead_endpoint_sees_a_bounded_number_of_requests_under_load() {
         "{requests} token requests, bound {BOUND}"
     );
     // It never stops trying either: at least one refresh per 30 s of outage.
-    assert!(requests >= 1 + 3 * (360 / 30), "{requests} token requests");
+    assert!(requests > 3 * (360 / 30), "{requests} token requests");
     assert_eq!(api.requests(), 240 * 1000);
 }
 

@@ -1,7 +1,10 @@
 //! Shared fixtures for the integration tests: real HTTP servers on
 //! 127.0.0.1:0 (a token endpoint and a protected API, with counters and
-//! programmable behaviour), a hyper-util client, and a frozen tokio clock.
+//! programmable behaviour), a hyper-util client, a frozen tokio clock, and
+//! the real oidc-provider authorization server (`peer`).
 #![allow(dead_code, unreachable_pub)]
+
+pub mod peer;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,0 +1,339 @@
+//! What every grant shares: the primary grant, the refresh token it keeps,
+//! and the rules for using and replacing it, documented in the module
+//! documentation of `oauth` ("Refresh tokens (B5)").
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::endpoint::TokenEndpoint;
+use super::password::Password;
+use crate::{Error, OAuthErrorCode, RefreshToken, Token};
+
+/// How many spent refresh tokens a grant remembers, to never send one
+/// again. The cache's `previous` token is at most one rotation behind the
+/// grant, so a handful is plenty.
+const SPENT_MEMORY: usize = 8;
+
+/// A snapshot of a grant's counters.
+///
+/// ```
+/// use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+///
+/// # fn endpoint() -> TokenEndpoint {
+/// #     TokenEndpoint::builder("https://idp.example/token", ClientAuth::none("app"))
+/// #         .transport(tower::service_fn(|_r: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+/// #             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::default()))
+/// #         }))
+/// #         .build().unwrap()
+/// # }
+/// let grant = ClientCredentialsGrant::new(endpoint());
+/// assert_eq!(grant.stats().requests, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrantStats {
+    /// Token requests sent, of every grant type.
+    pub requests: u64,
+    /// Requests of the primary grant (client credentials or password).
+    pub primary: u64,
+    /// Requests with `grant_type=refresh_token`.
+    pub refreshes: u64,
+    /// Refreshes whose response carried a new refresh token that replaced
+    /// the one sent.
+    pub rotations: u64,
+    /// Refresh tokens refused with `invalid_grant` that were followed by the
+    /// primary grant.
+    pub fallbacks: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    primary: AtomicU64,
+    refreshes: AtomicU64,
+    rotations: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The grant that gets a token without a refresh token.
+#[derive(Clone)]
+pub(crate) enum Primary {
+    /// `grant_type=client_credentials` (RFC 6749 §4.4).
+    ClientCredentials,
+    /// `grant_type=password` (RFC 6749 §4.3).
+    Password {
+        username: String,
+        password: Password,
+    },
+}
+
+impl Primary {
+    fn name(&self) -> &'static str {
+        match self {
+            Primary::ClientCredentials => "client_credentials",
+            Primary::Password { .. } => "password",
+        }
+    }
+}
+
+/// The refresh-token bookkeeping of B5, behind a mutex that is never held
+/// across an `.await`.
+#[derive(Default)]
+struct RefreshState {
+    /// The refresh token the next refresh sends.
+    current: Option<RefreshToken>,
+    /// Refresh tokens rotated away or refused: never sent again.
+    spent: VecDeque<RefreshToken>,
+    /// For a grant without a primary grant: why its refresh token is gone.
+    refused: Option<Error>,
+}
+
+impl RefreshState {
+    fn spend(&mut self, refresh_token: RefreshToken) {
+        if self.spent.contains(&refresh_token) {
+            return;
+        }
+        if self.spent.len() == SPENT_MEMORY {
+            self.spent.pop_front();
+        }
+        self.spent.push_back(refresh_token);
+    }
+}
+
+/// The state and logic every grant shares.
+pub(crate) struct GrantCore {
+    endpoint: TokenEndpoint,
+    primary: Option<Primary>,
+    state: Mutex<RefreshState>,
+    counters: Counters,
+}
+
+impl GrantCore {
+    pub(crate) fn new(
+        endpoint: TokenEndpoint,
+        primary: Option<Primary>,
+        refresh_token: Option<RefreshToken>,
+    ) -> Self {
+        GrantCore {
+            endpoint,
+            primary,
+            state: Mutex::new(RefreshState {
+                current: refresh_token,
+                ..RefreshState::default()
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn endpoint(&self) -> &TokenEndpoint {
+        &self.endpoint
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RefreshState> {
+        // Nothing panics while holding the lock; the state is valid field
+        // by field even if something did.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn stats(&self) -> GrantStats {
+        let c = &self.counters;
+        GrantStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            primary: c.primary.load(Ordering::Relaxed),
+            refreshes: c.refreshes.load(Ordering::Relaxed),
+            rotations: c.rotations.load(Ordering::Relaxed),
+            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The refresh token the next refresh would send, if any.
+    pub(crate) fn refresh_token(&self) -> Option<RefreshToken> {
+        self.lock().current.clone()
+    }
+
+    /// One attempt: a refresh when there is a refresh token, the primary
+    /// grant otherwise or after `invalid_grant`.
+    pub(crate) async fn fetch(&self, previous: Option<&Token>) -> Result<Token, Error> {
+        if let Some(refresh_token) = self.next_refresh_token(previous) {
+            match self.refresh(&refresh_token).await {
+                Err(error) if is_invalid_grant(&error) => {
+                    let mut state = self.lock();
+                    if state.current.as_ref() == Some(&refresh_token) {
+                        state.current = None;
+                    }
+                    state.spend(refresh_token);
+                    if self.primary.is_none() {
+                        state.refused = Some(error.clone());
+                        return Err(error);
+                    }
+                    drop(state);
+                    bump(&self.counters.fallbacks);
+                    tracing::info!(
+                        grant = self.primary.as_ref().map_or("", Primary::name),
+                        "refresh token refused (invalid_grant); falling back to the primary grant"
+                    );
+                }
+                other => return other,
+            }
+        }
+        match &self.primary {
+            Some(primary) => self.primary(primary).await,
+            None => Err(self.lock().refused.clone().unwrap_or_else(|| {
+                Error::permanent("no refresh token to use and no other grant configured")
+            })),
+        }
+    }
+
+    /// B5: the grant's own refresh token, else the previous token's unless
+    /// it was spent.
+    fn next_refresh_token(&self, previous: Option<&Token>) -> Option<RefreshToken> {
+        let state = self.lock();
+        state.current.clone().or_else(|| {
+            previous
+                .and_then(Token::refresh_token)
+                .filter(|rt| !state.spent.contains(rt))
+                .cloned()
+        })
+    }
+
+    async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Token, Error> {
+        let request = self.endpoint.request(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.secret()),
+            ],
+            false,
+        )?;
+        let mut secrets = Vec::new();
+        self.endpoint.secret_forms(&mut secrets);
+        super::client_auth::push_forms(&mut secrets, refresh_token.secret());
+        bump(&self.counters.requests);
+        bump(&self.counters.refreshes);
+        tracing::debug!(grant = "refresh_token", "token request");
+        let token = self.endpoint.exchange(request, &secrets).await?;
+
+        let mut state = self.lock();
+        let token = match token.refresh_token() {
+            Some(new) if new != refresh_token => {
+                bump(&self.counters.rotations);
+                state.current = Some(new.clone());
+                state.spend(refresh_token.clone());
+                tracing::debug!(grant = "refresh_token", "refresh token rotated");
+                token
+            }
+            Some(_) => {
+                state.current = Some(refresh_token.clone());
+                token
+            }
+            None => {
+                // RFC 6749 §6: no new refresh token, keep the old one.
+                state.current = Some(refresh_token.clone());
+                token.with_refresh_token(refresh_token.clone())
+            }
+        };
+        Ok(token)
+    }
+
+    async fn primary(&self, primary: &Primary) -> Result<Token, Error> {
+        let mut secrets = Vec::new();
+        self.endpoint.secret_forms(&mut secrets);
+        let request = match primary {
+            Primary::ClientCredentials => self
+                .endpoint
+                .request(&[("grant_type", "client_credentials")], true)?,
+            Primary::Password { username, password } => {
+                super::client_auth::push_forms(&mut secrets, password.secret());
+                self.endpoint.request(
+                    &[
+                        ("grant_type", "password"),
+                        ("username", username),
+                        ("password", password.secret()),
+                    ],
+                    true,
+                )?
+            }
+        };
+        bump(&self.counters.requests);
+        bump(&self.counters.primary);
+        tracing::debug!(grant = primary.name(), "token request");
+        let token = self.endpoint.exchange(request, &secrets).await?;
+
+        let mut state = self.lock();
+        let replaced = match token.refresh_token() {
+            Some(new) => state.current.replace(new.clone()),
+            None => state.current.take(),
+        };
+        if let Some(old) = replaced
+            && Some(&old) != token.refresh_token()
+        {
+            state.spend(old);
+        }
+        Ok(token)
+    }
+}
+
+impl fmt::Debug for GrantCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Grant")
+            .field("endpoint", &self.endpoint)
+            .field("primary", &self.primary.as_ref().map(Primary::name))
+            .field("has_refresh_token", &state.current.is_some())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn is_invalid_grant(error: &Error) -> bool {
+    error
+        .oauth_error()
+        .is_some_and(|e| *e.code() == OAuthErrorCode::InvalidGrant)
+}
+
+/// The methods and impls every public grant type shares; each is a thin
+/// `Arc<GrantCore>` handle.
+macro_rules! grant_handle {
+    ($name:ident) => {
+        impl $name {
+            /// A snapshot of this grant's counters (shared by its clones).
+            pub fn stats(&self) -> $crate::oauth::GrantStats {
+                self.core.stats()
+            }
+
+            /// The token endpoint.
+            pub fn endpoint(&self) -> &$crate::oauth::TokenEndpoint {
+                self.core.endpoint()
+            }
+
+            /// The refresh token the next refresh will send, if the grant
+            /// holds one. Persist it to survive a restart, and start again
+            /// from it with [`RefreshTokenGrant`](crate::oauth::RefreshTokenGrant).
+            pub fn refresh_token(&self) -> Option<$crate::RefreshToken> {
+                self.core.refresh_token()
+            }
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&*self.core).finish()
+            }
+        }
+
+        impl $crate::TokenSource for $name {
+            fn fetch<'a>(
+                &'a self,
+                previous: Option<&'a $crate::Token>,
+            ) -> $crate::source::BoxFuture<'a, Result<$crate::Token, $crate::Error>> {
+                Box::pin(self.core.fetch(previous))
+            }
+        }
+    };
+}
+
+pub(crate) use grant_handle;

@@ -1,0 +1,124 @@
+//! Standard OAuth2 token endpoints (RFC 6749) as [`TokenSource`](crate::TokenSource)s:
+//! the client credentials, password and refresh token grants, client
+//! authentication, and RFC 6749 responses and errors.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+//! use tower_bearer::{AuthLayer, TokenCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_bearer::BoxError> {
+//! let endpoint = TokenEndpoint::builder(
+//!     "https://idp.example/oauth2/token",
+//!     ClientAuth::basic("my-client", "my-secret"),
+//! )
+//! .scope("api:read")
+//! .build()?;
+//! let grant = ClientCredentialsGrant::new(endpoint);
+//! let cache = TokenCache::new(grant.clone());
+//!
+//! let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+//! let api = ServiceBuilder::new()
+//!     .timeout(Duration::from_secs(10))
+//!     .layer(AuthLayer::new(cache))
+//!     .service(client);
+//! let response = api
+//!     .oneshot(http::Request::get("http://api.example/v1/things").body(Full::default())?)
+//!     .await?;
+//! println!("{} after {} token request(s)", response.status(), grant.stats().requests);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Pieces
+//!
+//! * [`TokenEndpoint`]: URL (HTTPS unless loopback, B9), [`ClientAuth`],
+//!   `scope`, `audience`, `resource` and other parameters, timeout, response
+//!   size cap, and the [`transport`].
+//! * Grants: [`ClientCredentialsGrant`], [`PasswordGrant`],
+//!   [`RefreshTokenGrant`]. Each makes *one* attempt per call; the
+//!   [`TokenCache`](crate::TokenCache) retries, with backoff, what is
+//!   transient (B4). Refresh tokens are used, rotated and kept as B5 says
+//!   (see [`GrantStats`] for the counters).
+//! * [`parse_token_response`]: the RFC 6749 §5.1/§5.2 parser the grants use,
+//!   for custom sources.
+//!
+//! # Refresh tokens (B5)
+//!
+//! A grant keeps the newest refresh token it has received and sends it
+//! with `grant_type=refresh_token`. When it has none (a token loaded from a
+//! store, a fresh grant), it uses the refresh token of the token the cache
+//! is replacing (`previous`), unless that one was already spent.
+//!
+//! * A response with a new refresh token replaces the old one at once; the
+//!   old one is *spent* and never sent again.
+//! * A response without one keeps the old one (RFC 6749 §6), and the token
+//!   handed to the cache carries it, so the cache and a store see it too.
+//! * `invalid_grant` spends the refresh token and, in the same attempt,
+//!   falls back to the primary grant (client credentials, password). A
+//!   grant with no primary grant reports the error, now and on every later
+//!   attempt, without another request.
+//! * Other failures keep the refresh token for the next attempt. After a
+//!   timeout the server may have rotated it anyway; sending it again then
+//!   gets `invalid_grant`, and the fallback above.
+//!
+//! The cache runs one refresh at a time (B3), so within one cache these
+//! steps never interleave. Clones of a grant share its refresh token: give
+//! each cache a grant of its own.
+//!
+//! # Failures (B4)
+//!
+//! | failure | kind | retried by the cache |
+//! | --- | --- | --- |
+//! | connection refused or reset, body cut short | [`Connect`](crate::ErrorKind::Connect) | yes |
+//! | no response in time | [`Timeout`](crate::ErrorKind::Timeout) | yes |
+//! | 5xx, 408, 429 (honouring `Retry-After`) | [`Status`](crate::ErrorKind::Status) or [`OAuth`](crate::ErrorKind::OAuth) | yes |
+//! | `temporarily_unavailable`, `server_error` | [`OAuth`](crate::ErrorKind::OAuth) | yes |
+//! | `invalid_client`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, `invalid_request`, `invalid_target` | [`OAuth`](crate::ErrorKind::OAuth) | no |
+//! | 3xx (redirects are not followed), other 4xx | [`Status`](crate::ErrorKind::Status) | no |
+//! | not JSON, no `access_token`, token type not bearer | [`InvalidResponse`](crate::ErrorKind::InvalidResponse) | no |
+//! | body over the size cap | [`ResponseTooLarge`](crate::ErrorKind::ResponseTooLarge) | no |
+//!
+//! # Secrets (B8)
+//!
+//! [`ClientSecret`], [`Password`] and [`RefreshToken`](crate::RefreshToken)
+//! print as `[redacted]`; no `Debug` output of this module shows a secret,
+//! and error messages quote neither request nor response bodies, only a
+//! short excerpt of an error page scrubbed of the request's secrets.
+//!
+//! # Features
+//!
+//! The grants, the parser and the [`Transport`](transport::Transport) trait
+//! need no feature. The built-in transport needs `hyper-client` (plain
+//! HTTP) or `https` (default: rustls with the ring provider and the webpki
+//! roots); without it, set one with
+//! [`TokenEndpointBuilder::transport`].
+
+mod client_auth;
+mod client_credentials;
+mod endpoint;
+mod grant;
+#[cfg(feature = "hyper-client")]
+mod hyper_client;
+mod password;
+mod refresh_token;
+mod response;
+pub mod transport;
+
+pub use self::client_auth::{ClientAuth, ClientAuthMethod, ClientSecret};
+pub use self::client_credentials::ClientCredentialsGrant;
+pub use self::endpoint::{
+    DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_TIMEOUT, TokenEndpoint, TokenEndpointBuilder,
+};
+pub use self::grant::GrantStats;
+pub use self::password::{Password, PasswordGrant};
+pub use self::refresh_token::RefreshTokenGrant;
+pub use self::response::{MAX_EXPIRES_IN, parse_token_response};

@@ -1,0 +1,73 @@
+//! The resource owner password credentials grant (RFC 6749 §4.3).
+
+use std::sync::Arc;
+
+use super::endpoint::TokenEndpoint;
+use super::grant::{GrantCore, Primary, grant_handle};
+use crate::token::secret_newtype;
+
+secret_newtype!(
+    /// A resource owner's password (RFC 6749 §4.3).
+    Password
+);
+
+/// A [`TokenSource`](crate::TokenSource) for the password grant.
+///
+/// The first token comes from `grant_type=password` (with the endpoint's
+/// `scope` and parameters). When the response carries a refresh token, the
+/// following ones come from `grant_type=refresh_token`: a rotated refresh
+/// token replaces the old one at once, and a refused one (`invalid_grant`,
+/// e.g. expired) falls back to the password grant (B5).
+///
+/// The OAuth 2.0 Security BCP (RFC 9700) says not to use this grant; it is
+/// here for the servers and first-party clients that still do.
+///
+/// Cheap to clone; clones share the refresh token and the counters, so give
+/// each [`TokenCache`](crate::TokenCache) a grant of its own.
+///
+/// # Example
+///
+/// ```no_run
+/// use tower_bearer::oauth::{ClientAuth, PasswordGrant, TokenEndpoint};
+/// use tower_bearer::TokenCache;
+///
+/// # fn main() -> Result<(), tower_bearer::ConfigError> {
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::basic("my-client", "my-secret"),
+/// )
+/// .build()?;
+///
+/// let grant = PasswordGrant::new(endpoint, "alice", "alice-password");
+/// let cache = TokenCache::new(grant.clone());
+/// // Later: `grant.refresh_token()` is the refresh token to persist.
+/// # drop(cache);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PasswordGrant {
+    core: Arc<GrantCore>,
+}
+
+impl PasswordGrant {
+    /// A password grant for `username` at `endpoint`.
+    pub fn new(
+        endpoint: TokenEndpoint,
+        username: impl Into<String>,
+        password: impl Into<Password>,
+    ) -> Self {
+        PasswordGrant {
+            core: Arc::new(GrantCore::new(
+                endpoint,
+                Some(Primary::Password {
+                    username: username.into(),
+                    password: password.into(),
+                }),
+                None,
+            )),
+        }
+    }
+}
+
+grant_handle!(PasswordGrant);
