@@ -17,7 +17,7 @@ use super::replay::{DEFAULT_REPLAY_CAP, ReplayBody};
 /// Put it above [`AuthLayer`](crate::AuthLayer), so the auth layer sees
 /// replayable bodies; the client below must accept `ReplayBody<B>` (a
 /// hyper-util `Client<_, ReplayBody<B>>` does; for tonic use
-/// [`tower_bearer::tonic`](crate#modules), which maps the body back).
+/// `tower_bearer::tonic::AuthChannel`, which maps the body back).
 ///
 /// # Example
 ///
