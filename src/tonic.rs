@@ -85,15 +85,19 @@
 //! that channel's server.
 
 use std::fmt;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::body::replay::Released;
 use crate::body::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayBodyService, TryCloneBody};
 use crate::future::ResponseFuture;
-use crate::reject::{Classify, Standard};
+use crate::reject::{Classify, OnRejection, Standard, Verdict};
 use crate::{AuthLayer, AuthService, BoxError, TokenCache};
 
 /// A tonic request body can be replayed only when it is known to be empty.
@@ -111,6 +115,7 @@ impl TryCloneBody for ::tonic::body::Body {
 #[derive(Clone)]
 pub struct AuthChannelLayer<C = Standard> {
     auth: AuthLayer<C>,
+    classify: C,
     cap: usize,
 }
 
@@ -118,18 +123,30 @@ impl AuthChannelLayer {
     /// Tokens from `cache`, with the [`Standard`] rejection rules and request
     /// messages recorded up to [`DEFAULT_REPLAY_CAP`] bytes.
     pub fn new(cache: TokenCache) -> Self {
-        Self::with_auth(AuthLayer::new(cache))
+        AuthChannelLayer {
+            auth: AuthLayer::new(cache),
+            classify: Standard,
+            cap: DEFAULT_REPLAY_CAP,
+        }
     }
 }
 
 impl<C> AuthChannelLayer<C> {
-    /// Over an [`AuthLayer`] configured as you like (its rejection rules,
-    /// what to do after a rejection).
-    pub fn with_auth(auth: AuthLayer<C>) -> Self {
+    /// Replaces the rules that decide whether a response rejected its token
+    /// (see [`AuthLayer::classify`]).
+    pub fn classify<C2: Classify>(self, classify: C2) -> AuthChannelLayer<C2> {
         AuthChannelLayer {
-            auth,
-            cap: DEFAULT_REPLAY_CAP,
+            auth: self.auth.classify(classify.clone()),
+            classify,
+            cap: self.cap,
         }
+    }
+
+    /// What to do after a rejection (default: retry once); see
+    /// [`AuthLayer::on_rejection`].
+    pub fn on_rejection(mut self, on_rejection: OnRejection) -> Self {
+        self.auth = self.auth.on_rejection(on_rejection);
+        self
     }
 
     /// Records request messages up to `cap` bytes for the retry (default
@@ -155,7 +172,10 @@ impl<S, C: Clone> Layer<S> for AuthChannelLayer<C> {
     fn layer(&self, channel: S) -> Self::Service {
         AuthChannel {
             inner: ReplayBodyService::with_cap(
-                self.auth.layer(IntoTonicBody { inner: channel }),
+                self.auth.layer(IntoTonicBody {
+                    inner: channel,
+                    classify: self.classify.clone(),
+                }),
                 self.cap,
             ),
         }
@@ -171,7 +191,7 @@ impl<S, C: Clone> Layer<S> for AuthChannelLayer<C> {
 /// `Code::Unknown` with the [`Error`](crate::Error) as source).
 #[derive(Clone)]
 pub struct AuthChannel<S, C = Standard> {
-    inner: ReplayBodyService<AuthService<IntoTonicBody<S>, C>>,
+    inner: ReplayBodyService<AuthService<IntoTonicBody<S, C>, C>>,
 }
 
 impl<S> AuthChannel<S> {
@@ -228,7 +248,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<IntoTonicBody<S>, ReplayBody<::tonic::body::Body>, C>;
+    type Future = ResponseFuture<IntoTonicBody<S, C>, ReplayBody<::tonic::body::Body>, C>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -240,28 +260,41 @@ where
     }
 }
 
-/// Boxes a [`ReplayBody`] back into a `tonic::body::Body` for the channel
-/// below [`AuthService`] in an [`AuthChannel`]. Public because it appears
-/// in [`AuthChannel`]'s future type; you will rarely name it.
+/// Boxes a [`ReplayBody`] back into a `tonic::body::Body` for the channel,
+/// below [`AuthService`] in an [`AuthChannel`]. Public because it appears in
+/// [`AuthChannel`]'s future type; you will rarely name it.
+///
+/// When a response rejects the token, it is held back until the channel has
+/// let go of the request body (sent it to its end, or dropped it when the
+/// server reset the stream), so that the retry can replay it. A gRPC server
+/// that rejects a call answers before reading the request; without the
+/// wait, the rejection would often arrive while HTTP/2 is still sending the
+/// message, and the call would not be retried. HTTP/2 ends the stream on
+/// such a response, so the wait is short.
 #[derive(Clone, Debug)]
-pub struct IntoTonicBody<S> {
+pub struct IntoTonicBody<S, C = Standard> {
     inner: S,
+    classify: C,
 }
 
 impl<S> IntoTonicBody<S> {
-    /// Wraps `channel`.
+    /// Wraps `channel`, with the [`Standard`] rejection rules.
     pub fn new(channel: S) -> Self {
-        IntoTonicBody { inner: channel }
+        IntoTonicBody {
+            inner: channel,
+            classify: Standard,
+        }
     }
 }
 
-impl<S> Service<Request<ReplayBody<::tonic::body::Body>>> for IntoTonicBody<S>
+impl<S, C, ResB> Service<Request<ReplayBody<::tonic::body::Body>>> for IntoTonicBody<S, C>
 where
-    S: Service<Request<::tonic::body::Body>>,
+    S: Service<Request<::tonic::body::Body>, Response = Response<ResB>>,
+    C: Classify,
 {
-    type Response = S::Response;
+    type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = IntoTonicFuture<S::Future, ResB, C>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -269,6 +302,61 @@ where
     }
 
     fn call(&mut self, req: Request<ReplayBody<::tonic::body::Body>>) -> Self::Future {
-        self.inner.call(req.map(::tonic::body::Body::new))
+        let released = req.body().released();
+        IntoTonicFuture {
+            fut: self.inner.call(req.map(::tonic::body::Body::new)),
+            released,
+            classify: self.classify.clone(),
+            rejected: None,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future for [`IntoTonicBody`].
+    pub struct IntoTonicFuture<F, ResB, C> {
+        #[pin]
+        fut: F,
+        released: Option<Released<::tonic::body::Body>>,
+        classify: C,
+        // A rejection, held until the request body was let go of.
+        rejected: Option<Response<ResB>>,
+    }
+}
+
+impl<F, ResB, E, C> Future for IntoTonicFuture<F, ResB, C>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    C: Classify,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.rejected.is_none() {
+            let response = ready!(this.fut.poll(cx))?;
+            let rejected = this
+                .classify
+                .classify(response.status(), response.headers())
+                == Verdict::Rejected;
+            if !rejected || this.released.is_none() {
+                return Poll::Ready(Ok(response));
+            }
+            *this.rejected = Some(response);
+        }
+        if let Some(released) = this.released.as_ref() {
+            ready!(released.poll_released(cx));
+        }
+        match this.rejected.take() {
+            Some(response) => Poll::Ready(Ok(response)),
+            // Polled again after it finished: nothing left to return.
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<F, ResB, C> fmt::Debug for IntoTonicFuture<F, ResB, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoTonicFuture").finish_non_exhaustive()
     }
 }

@@ -48,7 +48,7 @@
 //! can, `None` otherwise.
 
 mod layer;
-mod replay;
+pub(crate) mod replay;
 
 pub use self::layer::{ReplayBodyLayer, ReplayBodyService};
 pub use self::replay::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayError};

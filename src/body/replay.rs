@@ -39,7 +39,7 @@ use std::fmt;
 use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
@@ -135,6 +135,8 @@ struct Shared<B> {
     /// The recording, while no copy holds it. A copy takes it out when it is
     /// first polled and puts it back when it finishes or is dropped.
     idle: Mutex<Option<Recording<B>>>,
+    /// Who waits for the recording to come back (see [`Released`]).
+    waiter: Mutex<Option<Waker>>,
     /// The size hint of the original body when it was wrapped: the size of
     /// a whole copy, as far as it was known.
     size_hint: SizeHint,
@@ -239,6 +241,7 @@ impl<B: Body> ReplayBody<B> {
             mode: Mode::Recorded(Copy {
                 shared: Arc::new(Shared {
                     idle: Mutex::new(Some(recording)),
+                    waiter: Mutex::new(None),
                     size_hint,
                     empty,
                 }),
@@ -270,6 +273,44 @@ impl<B> ReplayBody<B> {
     /// over the cap when it was wrapped.
     pub fn is_recorded(&self) -> bool {
         matches!(self.mode, Mode::Recorded(_))
+    }
+
+    /// A handle that tells when no copy holds the recording; `None` for an
+    /// unrecorded body. Taken before the body is sent, polled after a
+    /// rejection, to wait until the transport has let go of the body.
+    pub(crate) fn released(&self) -> Option<Released<B>> {
+        match &self.mode {
+            Mode::Recorded(copy) => Some(Released {
+                shared: copy.shared.clone(),
+            }),
+            Mode::Unrecorded(_) => None,
+        }
+    }
+}
+
+/// Tells when no copy of a [`ReplayBody`] holds its recording: the copy that
+/// was being sent finished or was dropped. One waiter at a time.
+pub(crate) struct Released<B> {
+    shared: Arc<Shared<B>>,
+}
+
+impl<B> Released<B> {
+    /// Ready once the recording is back (or was never taken).
+    pub(crate) fn poll_released(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.empty {
+            return Poll::Ready(());
+        }
+        // Register first, then look: `Copy::finish` stores, then wakes.
+        *self
+            .shared
+            .waiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        if self.shared.lock().is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -395,6 +436,16 @@ impl<B> Copy<B> {
     fn finish(&mut self) {
         if let Turn::Holding(holding) = mem::replace(&mut self.turn, Turn::Finished) {
             *self.shared.lock() = Some(holding.recording);
+            // After the store: a waiter registers before it looks.
+            let waiter = self
+                .shared
+                .waiter
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(waiter) = waiter {
+                waiter.wake();
+            }
         }
     }
 

@@ -511,3 +511,30 @@ fn is_send_and_debug_without_secrets() {
     let debug = format!("{body:?}");
     assert!(!debug.contains("hunter2"), "{debug}");
 }
+
+#[tokio::test]
+async fn released_is_signalled_when_the_sending_copy_lets_go() {
+    let Test {
+        mut tx,
+        mut initial,
+        replay,
+    } = Test::new();
+    let released = initial.released().expect("recorded");
+    let poll = |released: &Released<Chan>| {
+        let mut cx = Context::from_waker(Waker::noop());
+        released.poll_released(&mut cx)
+    };
+    assert!(poll(&released).is_ready(), "nobody took the recording yet");
+
+    send(&mut tx, "part").await;
+    assert_eq!(chunk(&mut initial).await.as_deref(), Some("part"));
+    let waiting = tokio::spawn(async move {
+        std::future::poll_fn(|cx| released.poll_released(cx)).await;
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "the original holds it");
+
+    drop(initial);
+    waiting.await.unwrap();
+    assert!(replay.is_replayable());
+}
