@@ -472,3 +472,93 @@ where
         f.debug_struct("RouteFuture").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn origins_are_normalised_scheme_and_host_lower_case_port_explicit() {
+        let origin = Origin::parse("HTTPS://API.Example.com").unwrap();
+        assert_eq!(origin.to_string(), "https://api.example.com:443");
+        assert_eq!(
+            origin,
+            Origin::parse("https://api.example.com:443/").unwrap()
+        );
+        assert_eq!(Origin::parse("http://127.0.0.1").unwrap().port(), 80);
+        assert_eq!(Origin::parse("http://[::1]:8080").unwrap().host(), "[::1]");
+        assert_eq!(
+            Origin::of(&uri("https://api.example.com/v1?x=1")),
+            Some(origin)
+        );
+    }
+
+    #[test]
+    fn b9_matches_only_the_same_scheme_host_and_port() {
+        let origin = Origin::parse("https://api.example").unwrap();
+        assert!(origin.matches(&uri("https://API.EXAMPLE/v1")));
+        assert!(origin.matches(&uri("https://api.example:443/")));
+        assert!(!origin.matches(&uri("http://api.example/")), "scheme");
+        assert!(!origin.matches(&uri("https://api.example:8443/")), "port");
+        assert!(!origin.matches(&uri("https://api.example.evil/")), "host");
+        assert!(!origin.matches(&uri("https://evil.api.example/")), "host");
+        assert!(!origin.matches(&uri("https://api.example./")), "final dot");
+        assert!(!origin.matches(&uri("/v1/things")), "path only");
+        assert!(
+            !origin.matches(&uri("https://user@api.example.evil/")),
+            "user info"
+        );
+    }
+
+    #[test]
+    fn invalid_origins_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "api.example",
+            "/path",
+            "https://",
+            "https://api.example/v1",
+            "https://api.example?x=1",
+            "https://user:pw@api.example",
+            "grpc://api.example",
+            "ht tp://x",
+        ] {
+            let error = Origin::parse(bad).expect_err(bad);
+            assert!(error.to_string().starts_with("invalid origin: "), "{bad}");
+        }
+        assert!(Origin::parse("grpc://api.example:50051").is_ok());
+        assert_eq!(Origin::of(&uri("grpc://api.example/")), None);
+    }
+
+    #[test]
+    fn parsing_arbitrary_input_never_panics() {
+        let pieces = [
+            "https", "://", ":", "@", "[", "]", "::1", "/", "?", "#", "%", "é", "0", "65536", ".",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let _ = Origin::parse(&format!("{a}{b}{c}"));
+                    let _ = Origin::parse(&format!("https://{a}{b}{c}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_route_added_again_replaces_the_earlier_one() {
+        use crate::source::StaticToken;
+        let a = crate::TokenCache::new(StaticToken::new("a"));
+        let b = crate::TokenCache::new(StaticToken::new("b"));
+        let origin = Origin::parse("https://api.example").unwrap();
+        let layer = RouteLayer::new()
+            .route(origin.clone(), AuthLayer::new(a))
+            .route(origin.clone(), AuthLayer::new(b.clone()));
+        assert_eq!(layer.origins().collect::<Vec<_>>(), [&origin]);
+        assert!(layer.routes[0].auth.cache().ptr_eq(&b));
+    }
+}

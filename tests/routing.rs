@@ -83,9 +83,9 @@ async fn b9_token_for_origin_a_never_reaches_origin_b_or_an_unknown_origin_even_
     let a = |t: &str| Some(format!("Bearer {t}"));
     assert_eq!(
         authorizations(&api_a),
-        [a("a-1"), a("a-2"), a("a-2"), None, None],
-        "rejected, retried with the new token, then reused; the requests \
-         to the same server under another name carried nothing"
+        [a("a-1"), a("a-2"), None, a("a-2"), None],
+        "round 0: rejected, retried with the new token; round 1: reused; \
+         the requests to the same server under another name carried nothing"
     );
     assert_eq!(authorizations(&api_b), [a("b-1"), a("b-1")]);
     assert_eq!(authorizations(&unknown), [None, None]);
