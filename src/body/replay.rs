@@ -278,6 +278,7 @@ impl<B> ReplayBody<B> {
     /// A handle that tells when no copy holds the recording; `None` for an
     /// unrecorded body. Taken before the body is sent, polled after a
     /// rejection, to wait until the transport has let go of the body.
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     pub(crate) fn released(&self) -> Option<Released<B>> {
         match &self.mode {
             Mode::Recorded(copy) => Some(Released {
@@ -290,10 +291,12 @@ impl<B> ReplayBody<B> {
 
 /// Tells when no copy of a [`ReplayBody`] holds its recording: the copy that
 /// was being sent finished or was dropped. One waiter at a time.
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 pub(crate) struct Released<B> {
     shared: Arc<Shared<B>>,
 }
 
+#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 impl<B> Released<B> {
     /// Ready once the recording is back (or was never taken).
     pub(crate) fn poll_released(&self, cx: &mut Context<'_>) -> Poll<()> {
