@@ -48,7 +48,10 @@ async fn main() -> Result<(), BoxError> {
         let response = api_client.clone().oneshot(request).await?;
         let status = response.status();
         let text = response.into_body().collect().await?.to_bytes();
-        say(&format!("client: {status} {}", String::from_utf8_lossy(&text)));
+        say(&format!(
+            "client: {status} {}",
+            String::from_utf8_lossy(&text)
+        ));
     }
 
     // 2. A streaming body: chunks produced while the request is sent. The
@@ -56,7 +59,9 @@ async fn main() -> Result<(), BoxError> {
     //    them again. A fresh cache, so this one starts with a rejected token.
     let cache = TokenCache::new(token_source(format!("http://{tokens}/token")));
     let client: Client<HttpConnector, ReplayBody<Channel<Bytes, BoxError>>> =
-        Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
     let api_client = ServiceBuilder::new()
         .layer(ReplayBodyLayer::new())
         .layer(AuthLayer::new(cache.clone()))
@@ -76,7 +81,10 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     let status = response.status();
     let text = response.into_body().collect().await?.to_bytes();
-    say(&format!("client: {status} {}", String::from_utf8_lossy(&text)));
+    say(&format!(
+        "client: {status} {}",
+        String::from_utf8_lossy(&text)
+    ));
     say(&format!("cache: {:?}", cache.stats()));
     Ok(())
 }
@@ -143,7 +151,11 @@ fn token_source(url: String) -> impl TokenSource {
                 .body(Full::from("grant_type=client_credentials"))
                 .map_err(Error::permanent)?;
             let response = client.request(request).await.map_err(Error::connect)?;
-            let body = response.into_body().collect().await.map_err(Error::connect)?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(Error::connect)?;
             let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())
                 .map_err(|_| Error::invalid_response("not JSON"))?;
             let access_token = json["access_token"]

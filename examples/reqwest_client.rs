@@ -117,7 +117,11 @@ fn token_source(url: String) -> impl TokenSource {
                 .body(Full::from("grant_type=client_credentials"))
                 .map_err(Error::permanent)?;
             let response = client.request(request).await.map_err(Error::connect)?;
-            let body = response.into_body().collect().await.map_err(Error::connect)?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(Error::connect)?;
             let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())
                 .map_err(|_| Error::invalid_response("not JSON"))?;
             let access_token = json["access_token"]
