@@ -1,39 +1,8 @@
 //! [`ReplayBody`]: a request body recorded while it is sent, so that the one
 //! retry after a rejected token can send it again, streaming bodies included.
 //!
-//! # How it works
-//!
-//! Every copy of a `ReplayBody` (the original and those made with
-//! [`TryCloneBody::try_clone_body`]) shares one *recording*: the original
-//! body, the data frames read from it so far (as [`Bytes`], so recording a
-//! `Bytes` chunk is a reference count, not a copy) and its trailers.
-//!
-//! * The copy that is polled first takes the recording and holds it while it
-//!   is being polled. It sends what was recorded before it (nothing, for the
-//!   first copy), then reads on from the original body and records what it
-//!   reads.
-//! * It gives the recording back as soon as it has sent its last frame, or
-//!   when it is dropped, whichever comes first. The next copy to be polled
-//!   takes it, replays every recorded frame and the trailers, and, if the
-//!   original body had not ended, goes on reading it. So a body that the
-//!   first attempt sent only in part (the server answered before reading it
-//!   all) is still sent whole by the retry.
-//! * Past the cap, the recording is discarded: the copy that is sending keeps
-//!   streaming to its end, and no other copy can be replayed.
-//!
-//! [`TryCloneBody::is_replayable`] tells, without polling, whether a copy can
-//! be sent now: false while another copy holds the recording (the first
-//! attempt is still sending), after the cap was passed, and after the
-//! original body failed. [`AuthService`](crate::AuthService) checks it after
-//! a rejection and returns the rejection unchanged when it is false.
-//!
-//! # Polled in the wrong order
-//!
-//! A copy polled while another copy holds the recording does not wait and
-//! does not panic: it fails with a [`ReplayError`] (`is_busy()`), as it
-//! does when the recording was capped (`is_capped()`) or the original body
-//! failed (`is_failed()`). An error, rather than an early end, so that a
-//! server never takes a truncated body for a whole one.
+//! The contract, the cap and the hand-off between copies are documented on
+//! [`ReplayBody`].
 
 use std::fmt;
 use std::mem;
@@ -63,7 +32,41 @@ mod tests;
 pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 
 /// A request body that records itself while it is sent, up to a cap, so
-/// that a copy of it can be sent again. See the [module documentation](self).
+/// that a copy of it can be sent again.
+///
+/// # How it works
+///
+/// Every copy of a `ReplayBody` (the original and those made with
+/// [`TryCloneBody::try_clone_body`]) shares one *recording*: the original
+/// body, the data frames read from it so far (as [`Bytes`], so recording a
+/// `Bytes` chunk is a reference count, not a copy) and its trailers.
+///
+/// * The copy that is polled first takes the recording and holds it while it
+///   is being polled. It sends what was recorded before it (nothing, for the
+///   first copy), then reads on from the original body and records what it
+///   reads.
+/// * It gives the recording back as soon as it has sent its last frame, or
+///   when it is dropped, whichever comes first. The next copy to be polled
+///   takes it, replays every recorded frame and the trailers, and, if the
+///   original body had not ended, goes on reading it. So a body that the
+///   first attempt sent only in part (the server answered before reading it
+///   all) is still sent whole by the retry.
+/// * Past the cap, the recording is discarded: the copy that is sending keeps
+///   streaming to its end, and no other copy can be replayed.
+///
+/// [`TryCloneBody::is_replayable`] tells, without polling, whether a copy can
+/// be sent now: false while another copy holds the recording (the first
+/// attempt is still sending), after the cap was passed, and after the
+/// original body failed. [`AuthService`](crate::AuthService) checks it after
+/// a rejection and returns the rejection unchanged when it is false.
+///
+/// # Polled in the wrong order
+///
+/// A copy polled while another copy holds the recording does not wait and
+/// does not panic: it fails with a [`ReplayError`] (`is_busy()`), as it
+/// does when the recording was capped (`is_capped()`) or the original body
+/// failed (`is_failed()`). An error, rather than an early end, so that a
+/// server never takes a truncated body for a whole one.
 ///
 /// Data frames come out as [`Bytes`]; errors of the inner body are boxed.
 /// Polling needs `B: Unpin`: wrap other bodies in `Box::pin` first.
@@ -79,7 +82,6 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// # async fn main() -> Result<(), tower_bearer::BoxError> {
 /// let body = ReplayBody::new(Full::new(Bytes::from_static(b"{\"id\": 7}")));
 /// let copy = body.try_clone_body().expect("a small body is recorded");
-/// assert!(!copy.is_replayable(), "the original has not been sent yet");
 ///
 /// // The first attempt sends the original...
 /// assert_eq!(body.collect().await?.to_bytes(), "{\"id\": 7}");
@@ -262,9 +264,8 @@ impl<B> ReplayBody<B> {
     pub fn is_capped(&self) -> Option<bool> {
         match &self.mode {
             Mode::Unrecorded(_) => Some(true),
-            Mode::Recorded(copy) => copy.with_recording(|recording| match recording {
-                Some(recording) => Some(recording.lost == Some(Lost::Capped)),
-                None => None,
+            Mode::Recorded(copy) => copy.with_recording(|recording| {
+                recording.map(|recording| recording.lost == Some(Lost::Capped))
             }),
         }
     }
@@ -484,7 +485,7 @@ impl<B> Copy<B> {
             // recorded plus what is left, when the recording is whole.
             Turn::Waiting => match self.shared.lock().as_ref() {
                 Some(recording) if recording.lost.is_none() => recording.remaining_after(0),
-                _ => self.shared.size_hint.clone(),
+                _ => self.shared.size_hint,
             },
             Turn::Holding(holding) => holding.recording.remaining_after(holding.sent_bytes),
             Turn::Finished => SizeHint::with_exact(0),
