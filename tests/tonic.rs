@@ -136,8 +136,11 @@ async fn b6_plain_auth_layer_over_a_channel_invalidates_but_does_not_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b10_concurrent_retries_over_one_buffered_channel_keep_readiness() {
     // A Channel is a Buffer: calling a clone that was not polled ready panics
-    // ("send_item called without first calling poll_reserve"). Every call
-    // here is rejected once and retried through a clone of the channel.
+    // ("send_item called without first calling poll_reserve"). Here 64
+    // calls wait for the first token at once (each through a clone polled
+    // ready only after the token came), and every call that carried tok-1
+    // is rejected and retried through a clone of the channel. A real
+    // multi-threaded runtime, no paused clock: nothing here waits on time.
     const CALLS: usize = 64;
     let (cache, tokens) = cache_and_tokens().await;
     let server = GrpcServer::start(|token| token != "tok-1").await;
