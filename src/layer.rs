@@ -229,6 +229,13 @@ where
             // No usable token: wait for one in the future, with a clone of
             // the service, polled ready once the token is there.
             let clone = self.inner.clone();
+            // NOTE: `self.inner` was polled ready and holds what that
+            // reserved (a `Buffer` slot, a concurrency permit) until it is
+            // called or dropped. It is not called now, so drop it and keep a
+            // fresh clone: otherwise callers waiting for a token while holding
+            // their reservations can starve each other's clones (a tonic
+            // `Channel` with a small buffer deadlocks).
+            drop(std::mem::replace(&mut self.inner, clone.clone()));
             return ResponseFuture::acquiring(future::acquire_then_call(
                 clone,
                 req,

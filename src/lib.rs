@@ -90,7 +90,14 @@
 //!   password and refresh token grants, client authentication, RFC 6749
 //!   responses and errors, and the HTTPS transport.
 //! * [`reject`]: what counts as a rejection, and what to do about it.
-//! * [`body`]: which request bodies can be replayed.
+//! * [`body`]: which request bodies can be replayed; [`ReplayBody`](body::ReplayBody)
+//!   makes streaming ones replayable.
+//! * [`route`]: one layer in front of a shared client, a token per origin,
+//!   none for other origins (B9).
+//! * `tonic` (feature `tonic`): `AuthChannel`, a ready-made stack for tonic
+//!   channels and generated clients, retrying UNAUTHENTICATED once.
+//! * `reqwest` (feature `reqwest`): `HttpService`, which makes a
+//!   `reqwest::Client` a `Service<http::Request<reqwest::Body>>`.
 //! * [`token`] and [`error`]: the values and the failures.
 //!
 //! # Features
@@ -118,8 +125,15 @@ pub mod future;
 pub mod layer;
 pub mod oauth;
 pub mod reject;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+pub mod route;
 pub mod source;
 pub mod token;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use crate::cache::{CacheStats, TokenCache, TokenCacheBuilder};
 pub use crate::error::{BoxError, ConfigError, Error, ErrorKind, OAuthError, OAuthErrorCode};

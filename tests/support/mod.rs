@@ -46,6 +46,8 @@ pub struct Seen {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The request's trailers, if it sent any (HTTP/2).
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Seen {
@@ -134,16 +136,19 @@ impl TestServer {
                                 (handler.clone(), count.clone(), seen.clone());
                             async move {
                                 let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|c| c.to_bytes())
-                                    .unwrap_or_default();
+                                let (body, trailers) = match body.collect().await {
+                                    Ok(c) => {
+                                        let trailers = c.trailers().cloned();
+                                        (c.to_bytes(), trailers)
+                                    }
+                                    Err(_) => (Bytes::new(), None),
+                                };
                                 let record = Seen {
                                     method: parts.method,
                                     path: parts.uri.path().to_owned(),
                                     headers: parts.headers,
                                     body,
+                                    trailers,
                                 };
                                 seen.lock().unwrap().push(record.clone());
                                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;

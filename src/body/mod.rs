@@ -1,24 +1,57 @@
 //! Which request bodies can be sent a second time, for the one retry after a
-//! rejected token (B6).
+//! rejected token (B6), and [`ReplayBody`], which makes streaming bodies
+//! replayable.
 //!
 //! [`AuthService`](crate::AuthService) copies a request before sending it
-//! when its body type says it can be copied, and keeps the copy until the
-//! response is in. Buffered bodies copy cheaply: `Full<Bytes>`, `Bytes`,
-//! `String`, `Vec<u8>`, `Empty`. Bodies that cannot be copied (streams)
-//! are sent once, and their rejection is returned unchanged, after the token
-//! has been invalidated so the next request gets a new one.
+//! when its body type says it can be copied ([`TryCloneBody`]), and keeps the
+//! copy until the response is in. After a rejection it asks the copy whether
+//! it can be sent now ([`TryCloneBody::is_replayable`]); if not, the
+//! rejection goes back to the caller unchanged, after the token has been
+//! invalidated so the next request gets a new one.
 //!
-//! Implement [`TryCloneBody`] for your own body type: return `Some` with an
-//! identical body when you can, `None` otherwise.
+//! | body | replayed? |
+//! | --- | --- |
+//! | `Full<Bytes>`, `Bytes`, `String`, `Vec<u8>`, `Empty`, `()` | yes, copied before the first send (a reference count for `Bytes`) |
+//! | `BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` | only when known to be empty |
+//! | `reqwest::Body` (feature `reqwest`) | when buffered (`as_bytes()` is `Some`), copied |
+//! | [`ReplayBody<B>`] | recorded while it is sent, up to a cap (64 KiB by default) |
+//!
+//! # Streaming bodies
+//!
+//! Wrap them in a [`ReplayBody`] (or put a [`ReplayBodyLayer`] above the
+//! [`AuthLayer`](crate::AuthLayer)): the body is recorded while the first
+//! attempt sends it, and the retry replays the recording, data and trailers.
+//! It is not replayed when the recording went over the cap (a body whose size
+//! hint is over the cap is not recorded at all), when the body failed, or
+//! when the first attempt still holds it as the rejection arrives (the server
+//! answered before the body was fully sent, and the client has not dropped
+//! it yet).
+//!
+//! # Example
 //!
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::Full;
-//! use tower_bearer::body::TryCloneBody;
+//! use tower_bearer::body::{ReplayBody, TryCloneBody};
 //!
 //! let body = Full::new(Bytes::from_static(b"{\"id\": 7}"));
 //! assert!(body.try_clone_body().is_some());
+//!
+//! // Larger than the cap: wrapped, but not recorded, so not replayed.
+//! let upload = ReplayBody::with_cap(Full::new(Bytes::from(vec![0; 1024])), 512);
+//! assert!(upload.try_clone_body().is_none());
 //! ```
+//!
+//! # Your own body type
+//!
+//! Implement [`TryCloneBody`]: return `Some` with an identical body when you
+//! can, `None` otherwise.
+
+mod layer;
+pub(crate) mod replay;
+
+pub use self::layer::{ReplayBodyLayer, ReplayBodyService};
+pub use self::replay::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayError};
 
 use bytes::{Buf, Bytes};
 use http_body::Body;
@@ -26,6 +59,12 @@ use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
 
 /// A request body that can perhaps be sent again.
+///
+/// The contract, as [`AuthService`](crate::AuthService) uses it:
+/// [`try_clone_body`](Self::try_clone_body) is called once, before the first
+/// send, on the body that is about to be sent; the copy is kept, unpolled,
+/// until the response is in; then [`is_replayable`](Self::is_replayable) is
+/// called on the copy, and only if it says `true` is the copy sent.
 pub trait TryCloneBody: Sized {
     /// A body identical to this one, if one can be made. Called before the
     /// first send.

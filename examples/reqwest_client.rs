@@ -1,0 +1,134 @@
+//! tower-bearer with reqwest: `HttpService` makes a `reqwest::Client` a
+//! `Service<http::Request<reqwest::Body>>` that `AuthLayer` can wrap.
+//!
+//! Runs with no setup: it starts a token endpoint and an API on loopback. The
+//! API rejects the first token, so the first call shows 401 → refresh →
+//! retry (the JSON body is buffered, so it can be sent again).
+//!
+//! ```text
+//! cargo run --example reqwest_client --features reqwest
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_bearer::reqwest::HttpService;
+use tower_bearer::{AuthLayer, BoxError, Error, Token, TokenCache, TokenSource, source};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let tokens = serve(token_endpoint()).await;
+    let api = serve(Router::new().route("/v1/orders", post(create_order))).await;
+    let cache = TokenCache::new(token_source(format!("http://{tokens}/token")));
+
+    let reqwest_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let api_client = ServiceBuilder::new()
+        .layer(AuthLayer::new(cache.clone()))
+        .service(HttpService::new(reqwest_client));
+
+    for item in ["tea", "scones"] {
+        let body = format!(r#"{{"item": "{item}"}}"#);
+        say(&format!("client: POST /v1/orders {body}"));
+        let request = Request::post(format!("http://{api}/v1/orders"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::from(body))?;
+        let response = api_client.clone().oneshot(request).await?;
+        // Back to reqwest's response type for its helpers.
+        let response = reqwest::Response::from(response);
+        let status = response.status();
+        say(&format!("client: {status} {}", response.text().await?));
+    }
+    say(&format!("cache: {:?}", cache.stats()));
+    Ok(())
+}
+
+/// The API: rejects `tok-1` (as if it had been revoked).
+async fn create_order(headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = String::from_utf8_lossy(&body);
+    if auth.is_empty() || auth == "Bearer tok-1" {
+        say(&format!("api: 401 for {auth:?} (body {text})"));
+        return (StatusCode::UNAUTHORIZED, "invalid_token".into());
+    }
+    say(&format!("api: 201 for {auth:?} (body {text})"));
+    (StatusCode::CREATED, format!("created {text}"))
+}
+
+// === the same small fixtures in every example ===
+
+fn say(line: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    println!("[{:>4} ms] {line}", start.elapsed().as_millis());
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// A token endpoint: issues `tok-1`, `tok-2`, … each valid for an hour.
+fn token_endpoint() -> Router {
+    let issued = Arc::new(AtomicUsize::new(0));
+    Router::new().route(
+        "/token",
+        post(move || {
+            let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+            say(&format!("token endpoint: issued tok-{n}"));
+            async move {
+                axum::Json(serde_json::json!({
+                    "access_token": format!("tok-{n}"),
+                    "token_type": "bearer",
+                    "expires_in": 3600,
+                }))
+            }
+        }),
+    )
+}
+
+/// A custom token source: POST to `url`, read the JSON.
+fn token_source(url: String) -> impl TokenSource {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    source::from_fn(move |_previous| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let request = Request::post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::from("grant_type=client_credentials"))
+                .map_err(Error::permanent)?;
+            let response = client.request(request).await.map_err(Error::connect)?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(Error::connect)?;
+            let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())
+                .map_err(|_| Error::invalid_response("not JSON"))?;
+            let access_token = json["access_token"]
+                .as_str()
+                .ok_or_else(|| Error::invalid_response("no access_token"))?;
+            let lifetime = Duration::from_secs(json["expires_in"].as_u64().unwrap_or(3600));
+            Ok(Token::new(access_token).with_expires_in(lifetime))
+        }
+    })
+}

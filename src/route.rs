@@ -1,0 +1,564 @@
+//! Tokens by origin: one layer in front of a shared client that picks the
+//! [`TokenCache`](crate::TokenCache) by the request's scheme, host and port,
+//! and sends no token at all to an origin it has no cache for (B9).
+//!
+//! A token belongs to the API that issued it for. A client shared by several
+//! APIs (one hyper-util client, one connection pool) must not send API A's
+//! token to API B, nor to a URL that came from a response or a user. A
+//! [`RouteLayer`] maps each [`Origin`] to an [`AuthLayer`]; a request to any
+//! other origin goes to the client untouched: no token is attached, and a
+//! rejection of it is not the layer's business.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_bearer::route::{Origin, RouteLayer};
+//! use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_bearer::BoxError> {
+//! let billing = TokenCache::new(StaticToken::new("billing-token"));
+//! let maps = TokenCache::new(StaticToken::new("maps-token"));
+//!
+//! let routes = RouteLayer::new()
+//!     .route(Origin::parse("https://billing.example")?, AuthLayer::new(billing))
+//!     .route(Origin::parse("https://maps.example:8443")?, AuthLayer::new(maps));
+//!
+//! # let client = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+//! #     let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+//! #     Ok::<_, std::convert::Infallible>(Response::new(auth))
+//! # });
+//! // `client` is shared by every API, e.g. one hyper-util client.
+//! let api = ServiceBuilder::new().layer(routes).service(client);
+//!
+//! let get = |uri: &str| Request::get(uri).body(Full::default()).unwrap();
+//! let to_billing = api.clone().oneshot(get("https://BILLING.example:443/v1/invoices")).await?;
+//! assert_eq!(to_billing.body().as_deref(), Some("Bearer billing-token"));
+//! let elsewhere = api.oneshot(get("https://billing.example.evil/")).await?;
+//! assert_eq!(elsewhere.body().as_deref(), None);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Matching
+//!
+//! An origin is a scheme, a host and a port, compared as RFC 6454 does:
+//! scheme and host without regard to case, the port with the scheme's
+//! default filled in (80 for `http`, 443 for `https`). Nothing else is
+//! normalised: `api.example.` (with the final dot) is another origin than
+//! `api.example`, and so is `127.0.0.1` than `localhost`. A mismatch only
+//! means no token is sent.
+//!
+//! A request whose URI has no scheme or no host matches no origin: it gets no
+//! token. That includes requests above a tonic `Channel`, whose URIs are
+//! path-only (`/pkg.Service/Method`); the channel adds its origin below.
+//! For tonic, use one `tower_bearer::tonic::AuthChannel` (feature `tonic`)
+//! per channel instead.
+//!
+//! # One API, one origin
+//!
+//! [`RouteLayer::only`] restricts a single `AuthLayer` to the origins its
+//! token belongs to: `RouteLayer::only(origin, AuthLayer::new(cache))`.
+//!
+//! # Differences from one `AuthLayer` per client
+//!
+//! Two APIs can also each get their own stack over clones of one client:
+//! `AuthLayer::new(a).layer(client.clone())` and
+//! `AuthLayer::new(b).layer(client)`. Each stack then sends its token to
+//! whatever URI it is given. A `RouteLayer` decides by the URI, so a request
+//! sent through the wrong stack, or to a URL that came from elsewhere, does
+//! not leak the token.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response, Uri};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::TryCloneBody;
+use crate::future::ResponseFuture;
+use crate::reject::{Classify, Standard};
+use crate::{AuthLayer, BoxError};
+
+/// A scheme, host and port: where a token may be sent.
+///
+/// Parsed from `scheme://host[:port]` (a trailing `/` is allowed; a path,
+/// query or user name is not). Scheme and host are kept in lower case, and
+/// the port is always explicit: `https://API.example` and
+/// `https://api.example:443` are the same origin.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: Box<str>,
+    host: Box<str>,
+    port: u16,
+}
+
+/// Why a string is not an [`Origin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOrigin {
+    reason: &'static str,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOrigin`] when `origin` is not a URI with a scheme and a host,
+    /// has a user name, a path other than `/`, or a query; or when it has no
+    /// port and its scheme is neither `http` nor `https`.
+    pub fn parse(origin: &str) -> Result<Self, InvalidOrigin> {
+        let invalid = |reason| InvalidOrigin { reason };
+        let uri: Uri = origin.parse().map_err(|_| invalid("not a URI"))?;
+        let scheme = uri.scheme_str().ok_or(invalid("no scheme"))?;
+        let authority = uri.authority().ok_or(invalid("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("a user name is not part of an origin"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(invalid("a path or query is not part of an origin"));
+        }
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        let port = authority
+            .port_u16()
+            .or_else(|| default_port(scheme))
+            .ok_or(invalid("no port, and the scheme has no default port"))?;
+        Ok(Origin {
+            scheme: scheme.to_ascii_lowercase().into(),
+            host: host.to_ascii_lowercase().into(),
+            port,
+        })
+    }
+
+    /// The origin a request URI is sent to; `None` for a URI without scheme
+    /// or host (such as a path-only URI), or without a port whose scheme
+    /// has no default.
+    pub fn of(uri: &Uri) -> Option<Self> {
+        let scheme = uri.scheme_str()?;
+        let host = uri.host().filter(|host| !host.is_empty())?;
+        let port = uri.port_u16().or_else(|| default_port(scheme))?;
+        Some(Origin {
+            scheme: scheme.to_ascii_lowercase().into(),
+            host: host.to_ascii_lowercase().into(),
+            port,
+        })
+    }
+
+    /// Whether a request to `uri` goes to this origin. Does not allocate.
+    pub fn matches(&self, uri: &Uri) -> bool {
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case(&self.scheme)
+            && host.eq_ignore_ascii_case(&self.host)
+            && uri.port_u16().or_else(|| default_port(scheme)) == Some(self.port)
+    }
+
+    /// The scheme, in lower case.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The host, in lower case (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, the scheme's default filled in.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else {
+        None
+    }
+}
+
+impl FromStr for Origin {
+    type Err = InvalidOrigin;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Origin::parse(s)
+    }
+}
+
+/// `scheme://host:port`, the port always written out.
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Origin({self})")
+    }
+}
+
+impl fmt::Display for InvalidOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid origin: {}", self.reason)
+    }
+}
+
+impl std::error::Error for InvalidOrigin {}
+
+// === RouteLayer ===
+
+/// Applies [`Routed`]: each request gets the token of its origin's
+/// [`AuthLayer`], or none. See the [module documentation](self).
+///
+/// Cheap to clone. All routes share one rejection rule type `C` (the
+/// [`Standard`] one unless you set another on every `AuthLayer`).
+pub struct RouteLayer<C = Standard> {
+    routes: Arc<Vec<Route<C>>>,
+}
+
+struct Route<C> {
+    origin: Origin,
+    auth: AuthLayer<C>,
+}
+
+impl<C> RouteLayer<C> {
+    /// A layer with no routes: it sends no token anywhere until routes are
+    /// added.
+    pub fn new() -> Self {
+        RouteLayer {
+            routes: Arc::new(Vec::new()),
+        }
+    }
+
+    /// A layer that sends `auth`'s token to `origin` and to no other
+    /// origin.
+    pub fn only(origin: Origin, auth: AuthLayer<C>) -> Self
+    where
+        C: Clone,
+    {
+        Self::new().route(origin, auth)
+    }
+
+    /// Sends requests to `origin` through `auth`. Several origins may share
+    /// one cache (pass clones of one `AuthLayer`); adding an origin again
+    /// replaces its layer.
+    pub fn route(mut self, origin: Origin, auth: AuthLayer<C>) -> Self
+    where
+        C: Clone,
+    {
+        let routes = Arc::make_mut(&mut self.routes);
+        match routes.iter_mut().find(|route| route.origin == origin) {
+            Some(route) => route.auth = auth,
+            None => routes.push(Route { origin, auth }),
+        }
+        self
+    }
+
+    /// The origins that get a token.
+    pub fn origins(&self) -> impl Iterator<Item = &Origin> {
+        self.routes.iter().map(|route| &route.origin)
+    }
+}
+
+impl<C> Default for RouteLayer<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> Clone for RouteLayer<C> {
+    fn clone(&self) -> Self {
+        RouteLayer {
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<C: Clone> Clone for Route<C> {
+    fn clone(&self) -> Self {
+        Route {
+            origin: self.origin.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for RouteLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.routes.iter().map(|route| (&route.origin, &route.auth)))
+            .finish()
+    }
+}
+
+impl<S, C> Layer<S> for RouteLayer<C> {
+    type Service = Routed<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Routed {
+            inner,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+// === Routed ===
+
+/// Attaches the token of the request's origin, or none when no route
+/// matches. See [`RouteLayer`].
+///
+/// `Clone` when the inner service is. Fails with [`BoxError`] like
+/// [`AuthService`](crate::AuthService).
+pub struct Routed<S, C = Standard> {
+    inner: S,
+    routes: Arc<Vec<Route<C>>>,
+}
+
+impl<S, C> Routed<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes this service and returns the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C> Clone for Routed<S, C> {
+    fn clone(&self) -> Self {
+        Routed {
+            inner: self.inner.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Routed<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routed")
+            .field("inner", &self.inner)
+            .field(
+                "origins",
+                &self
+                    .routes
+                    .iter()
+                    .map(|route| &route.origin)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<S, C, B, ResB> Service<Request<B>> for Routed<S, C>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = RouteFuture<S, B, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|route| route.origin.matches(req.uri()))
+        else {
+            // B9: not an origin we hold a token for; no token, untouched.
+            return RouteFuture {
+                kind: Kind::Unrouted {
+                    fut: self.inner.call(req),
+                },
+            };
+        };
+        // `self.inner` was polled ready; hand that instance to the auth
+        // service and keep a clone (see tower-service's "Be careful when
+        // cloning inner services").
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        let mut auth = route.auth.layer(ready);
+        // NOTE: `AuthService::poll_ready` is its inner service's and keeps no
+        // state of its own (B10), so the ready inner service makes it ready.
+        RouteFuture {
+            kind: Kind::Routed {
+                fut: auth.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future for [`Routed`].
+    pub struct RouteFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        kind: Kind<S, B, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        // The request went through its origin's auth service.
+        Routed { #[pin] fut: ResponseFuture<S, B, C> },
+        // No route matched: the request went to the inner service as it was.
+        Unrouted { #[pin] fut: S::Future },
+    }
+}
+
+impl<S, B, C, ResB> Future for RouteFuture<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Send + 'static,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Routed { fut } => fut.poll(cx),
+            KindProj::Unrouted { fut } => Poll::Ready(ready!(fut.poll(cx)).map_err(Into::into)),
+        }
+    }
+}
+
+impl<S, B, C> fmt::Debug for RouteFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn origins_are_normalised_scheme_and_host_lower_case_port_explicit() {
+        let origin = Origin::parse("HTTPS://API.Example.com").unwrap();
+        assert_eq!(origin.to_string(), "https://api.example.com:443");
+        assert_eq!(
+            origin,
+            Origin::parse("https://api.example.com:443/").unwrap()
+        );
+        assert_eq!(Origin::parse("http://127.0.0.1").unwrap().port(), 80);
+        assert_eq!(Origin::parse("http://[::1]:8080").unwrap().host(), "[::1]");
+        assert_eq!(
+            Origin::of(&uri("https://api.example.com/v1?x=1")),
+            Some(origin)
+        );
+    }
+
+    #[test]
+    fn b9_matches_only_the_same_scheme_host_and_port() {
+        let origin = Origin::parse("https://api.example").unwrap();
+        assert!(origin.matches(&uri("https://API.EXAMPLE/v1")));
+        assert!(origin.matches(&uri("https://api.example:443/")));
+        assert!(!origin.matches(&uri("http://api.example/")), "scheme");
+        assert!(!origin.matches(&uri("https://api.example:8443/")), "port");
+        assert!(!origin.matches(&uri("https://api.example.evil/")), "host");
+        assert!(!origin.matches(&uri("https://evil.api.example/")), "host");
+        assert!(!origin.matches(&uri("https://api.example./")), "final dot");
+        assert!(!origin.matches(&uri("/v1/things")), "path only");
+        assert!(
+            !origin.matches(&uri("https://user@api.example.evil/")),
+            "user info"
+        );
+    }
+
+    #[test]
+    fn invalid_origins_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "api.example",
+            "/path",
+            "https://",
+            "https://api.example/v1",
+            "https://api.example?x=1",
+            "https://user:pw@api.example",
+            "grpc://api.example",
+            "ht tp://x",
+        ] {
+            let error = Origin::parse(bad).expect_err(bad);
+            assert!(error.to_string().starts_with("invalid origin: "), "{bad}");
+        }
+        assert!(Origin::parse("grpc://api.example:50051").is_ok());
+        assert_eq!(Origin::of(&uri("grpc://api.example/")), None);
+    }
+
+    #[test]
+    fn parsing_arbitrary_input_never_panics() {
+        let pieces = [
+            "https", "://", ":", "@", "[", "]", "::1", "/", "?", "#", "%", "é", "0", "65536", ".",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let _ = Origin::parse(&format!("{a}{b}{c}"));
+                    let _ = Origin::parse(&format!("https://{a}{b}{c}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_route_added_again_replaces_the_earlier_one() {
+        use crate::source::StaticToken;
+        let a = crate::TokenCache::new(StaticToken::new("a"));
+        let b = crate::TokenCache::new(StaticToken::new("b"));
+        let origin = Origin::parse("https://api.example").unwrap();
+        let layer = RouteLayer::new()
+            .route(origin.clone(), AuthLayer::new(a))
+            .route(origin.clone(), AuthLayer::new(b.clone()));
+        assert_eq!(layer.origins().collect::<Vec<_>>(), [&origin]);
+        assert!(layer.routes[0].auth.cache().ptr_eq(&b));
+    }
+}
