@@ -51,9 +51,10 @@ pub(crate) struct Sent<S, B, C> {
     pub(crate) generation: u64,
     pub(crate) classify: C,
     /// A service (polled ready only when needed) and a copy of the request,
-    /// for the one retry; `None` when the body cannot be replayed or
+    /// for the one retry, boxed so that the common future stays small;
+    /// `None` when the body cannot be replayed or
     /// retries are off.
-    pub(crate) replay: Option<(S, Replay<B>)>,
+    pub(crate) replay: Option<Box<(S, Replay<B>)>>,
 }
 
 /// A copy of a request, taken before it was sent, and the header it was
@@ -140,9 +141,10 @@ where
                     // B6: invalidate only the token we sent.
                     sent.cache.record_rejection();
                     sent.cache.invalidate_generation(sent.generation);
-                    let Some((service, replay)) = sent.replay else {
+                    let Some(replay) = sent.replay else {
                         return Poll::Ready(Ok(response));
                     };
+                    let (service, replay) = *replay;
                     let fut = retry(
                         response,
                         service,

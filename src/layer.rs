@@ -62,12 +62,14 @@
 
 use std::fmt;
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, Entry};
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::TryCloneBody;
+use crate::cache::Current;
+use crate::cache::Reader;
 use crate::future::{self, ResponseFuture};
 use crate::reject::{Classify, OnRejection, Standard};
 use crate::{BoxError, TokenCache};
@@ -124,6 +126,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
+            reader: Reader::new(&self.cache),
             cache: self.cache.clone(),
             classify: self.classify.clone(),
             on_rejection: self.on_rejection,
@@ -151,6 +154,7 @@ impl<C> fmt::Debug for AuthLayer<C> {
 pub struct AuthService<S, C = Standard> {
     inner: S,
     cache: TokenCache,
+    reader: Reader,
     classify: C,
     on_rejection: OnRejection,
 }
@@ -221,48 +225,74 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // B7: a request that carries its own credentials is not ours to touch.
-        if req.headers().contains_key(AUTHORIZATION) {
-            return ResponseFuture::passthrough(self.inner.call(req));
-        }
-        let Some(current) = self.cache.current() else {
-            // No usable token: wait for one in the future, with a clone of
-            // the service, polled ready once the token is there.
-            let clone = self.inner.clone();
-            // NOTE: `self.inner` was polled ready and holds what that
-            // reserved (a `Buffer` slot, a concurrency permit) until it is
-            // called or dropped. It is not called now, so drop it and keep a
-            // fresh clone: otherwise callers waiting for a token while holding
-            // their reservations can starve each other's clones (a tonic
-            // `Channel` with a small buffer deadlocks).
-            drop(std::mem::replace(&mut self.inner, clone.clone()));
-            return ResponseFuture::acquiring(future::acquire_then_call(
-                clone,
-                req,
-                self.cache.clone(),
-                self.classify.clone(),
-                self.on_rejection,
-            ));
+        // One atomic load and one clock read when the token is fresh.
+        let current = self.reader.current();
+        // The copy for the one retry is taken before the header goes in.
+        let replay = match (&current, self.on_rejection) {
+            (Some(current), OnRejection::RetryOnce) => {
+                future::Replay::capture(&req, &current.header)
+            }
+            _ => None,
         };
-        // Fast path: the token is fresh (or stale, with a refresh running).
-        let replay = match self.on_rejection {
-            OnRejection::RetryOnce => future::Replay::capture(&req, &current.header)
-                .map(|replay| (self.inner.clone(), replay)),
-            OnRejection::Return => None,
-        };
-        req.headers_mut().insert(AUTHORIZATION, current.header);
-        // `self.inner` was polled ready by our `poll_ready`; use it, and leave
-        // it in place (tower's contract: one `call` per ready).
-        let service = &mut self.inner;
-        let fut = service.call(req);
-        ResponseFuture::sent(
-            fut,
-            future::Sent {
-                cache: self.cache.clone(),
-                generation: current.generation,
-                classify: self.classify.clone(),
-                replay,
+        // One lookup decides and inserts.
+        let plan = match req.headers_mut().entry(AUTHORIZATION) {
+            // B7: a request that carries its own credentials is not ours.
+            Entry::Occupied(_) => Plan::Preset,
+            Entry::Vacant(slot) => match current {
+                Some(Current { header, generation }) => {
+                    slot.insert(header);
+                    Plan::Sent(generation)
+                }
+                None => Plan::Wait,
             },
-        )
+        };
+        match plan {
+            Plan::Preset => ResponseFuture::passthrough(self.inner.call(req)),
+            // Fast path: the token is fresh (or stale, with a refresh
+            // running). `self.inner` was polled ready by our `poll_ready`;
+            // use it, and leave it in place.
+            Plan::Sent(generation) => {
+                let replay = replay.map(|replay| Box::new((self.inner.clone(), replay)));
+                let fut = self.inner.call(req);
+                ResponseFuture::sent(
+                    fut,
+                    future::Sent {
+                        cache: self.cache.clone(),
+                        generation,
+                        classify: self.classify.clone(),
+                        replay,
+                    },
+                )
+            }
+            Plan::Wait => {
+                // No usable token: wait for one in the future, with a clone
+                // of the service, polled ready once the token is there.
+                let clone = self.inner.clone();
+                // NOTE: `self.inner` was polled ready and holds what that
+                // reserved (a `Buffer` slot, a concurrency permit) until it
+                // is called or dropped. It is not called now, so drop it and
+                // keep a fresh clone: otherwise callers waiting for a token
+                // while holding their reservations can starve each other's
+                // clones (a tonic `Channel` with a small buffer deadlocks).
+                drop(std::mem::replace(&mut self.inner, clone.clone()));
+                ResponseFuture::acquiring(future::acquire_then_call(
+                    clone,
+                    req,
+                    self.cache.clone(),
+                    self.classify.clone(),
+                    self.on_rejection,
+                ))
+            }
+        }
     }
+}
+
+/// What `call` does with a request.
+enum Plan {
+    /// It has its own `Authorization`: pass it through.
+    Preset,
+    /// It carries the cached token of this generation.
+    Sent(u64),
+    /// No usable token yet: wait for one.
+    Wait,
 }

@@ -30,7 +30,11 @@
 //! # drop(layer);
 //! ```
 
-use http::{HeaderMap, StatusCode, header::WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, StatusCode, header::WWW_AUTHENTICATE};
+
+/// The gRPC status header, named once: looking it up by a `&str` would parse
+/// the name on every response.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Whether a response accepted the token it was sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +65,10 @@ impl Classify for Standard {
             }
             return Verdict::Rejected;
         }
-        if headers
-            .get("grpc-status")
-            .is_some_and(|v| v.as_bytes() == b"16")
+        if !headers.is_empty()
+            && headers
+                .get(&GRPC_STATUS)
+                .is_some_and(|v| v.as_bytes() == b"16")
         {
             return Verdict::Rejected;
         }

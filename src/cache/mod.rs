@@ -61,6 +61,7 @@ mod entry;
 mod flight;
 mod policy;
 mod random;
+mod reader;
 mod stats;
 
 use std::fmt;
@@ -74,6 +75,7 @@ use self::flight::{Config, Shared};
 use self::policy::{Freshness, Retries, Timing};
 use crate::{ConfigError, Error, Token, TokenSource};
 
+pub(crate) use self::reader::Reader;
 pub use self::stats::CacheStats;
 
 /// Default time before expiry at which a token stops being sent (B1).
@@ -184,25 +186,6 @@ impl TokenCache {
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> CacheStats {
         self.shared.counters.snapshot()
-    }
-
-    /// The per-request path: the current header when the token is fresh or
-    /// stale, with no lock, no allocation and no formatting: one atomic load,
-    /// one clock read and a reference-count increment.
-    #[inline]
-    pub(crate) fn current(&self) -> Option<Current> {
-        let guard = self.shared.current.load();
-        let entry = guard.as_ref()?;
-        let now = Instant::now();
-        match entry.schedule.freshness(now) {
-            Freshness::Fresh => {}
-            Freshness::Stale => self.shared.refresh_in_background(now),
-            Freshness::Expired => return None,
-        }
-        Some(Current {
-            header: entry.header.clone(),
-            generation: entry.generation,
-        })
     }
 
     /// Waits for a usable token; with `after`, for one newer than that
