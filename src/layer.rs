@@ -62,7 +62,7 @@
 
 use std::fmt;
 
-use http::header::{AUTHORIZATION, Entry};
+use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -234,17 +234,17 @@ where
             }
             _ => None,
         };
-        // One lookup decides and inserts.
-        let plan = match req.headers_mut().entry(AUTHORIZATION) {
-            // B7: a request that carries its own credentials is not ours.
-            Entry::Occupied(_) => Plan::Preset,
-            Entry::Vacant(slot) => match current {
+        // B7: a request that carries its own credentials is not ours.
+        let plan = if req.headers().contains_key(AUTHORIZATION) {
+            Plan::Preset
+        } else {
+            match current {
                 Some(Current { header, generation }) => {
-                    slot.insert(header);
+                    req.headers_mut().insert(AUTHORIZATION, header);
                     Plan::Sent(generation)
                 }
                 None => Plan::Wait,
-            },
+            }
         };
         match plan {
             Plan::Preset => ResponseFuture::passthrough(self.inner.call(req)),
