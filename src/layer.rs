@@ -62,13 +62,13 @@
 
 use std::fmt;
 
-use http::header::AUTHORIZATION;
+use http::HeaderValue;
+use http::header::{AUTHORIZATION, Entry};
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::TryCloneBody;
-use crate::cache::Current;
 use crate::cache::Reader;
 use crate::future::{self, ResponseFuture};
 use crate::reject::{Classify, OnRejection, Standard};
@@ -226,73 +226,95 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // One atomic load and one clock read when the token is fresh.
-        let current = self.reader.current();
+        let Some(current) = self.reader.current() else {
+            return self.call_without_token(req);
+        };
         // The copy for the one retry is taken before the header goes in.
-        let replay = match (&current, self.on_rejection) {
-            (Some(current), OnRejection::RetryOnce) => {
-                future::Replay::capture(&req, &current.header)
-            }
-            _ => None,
+        let replay = match self.on_rejection {
+            OnRejection::RetryOnce => self.capture(&req, &current.header),
+            OnRejection::Return => None,
         };
-        // B7: a request that carries its own credentials is not ours.
-        let plan = if req.headers().contains_key(AUTHORIZATION) {
-            Plan::Preset
-        } else {
-            match current {
-                Some(Current { header, generation }) => {
-                    req.headers_mut().insert(AUTHORIZATION, header);
-                    Plan::Sent(generation)
-                }
-                None => Plan::Wait,
-            }
-        };
-        match plan {
-            Plan::Preset => ResponseFuture::passthrough(self.inner.call(req)),
-            // Fast path: the token is fresh (or stale, with a refresh
-            // running). `self.inner` was polled ready by our `poll_ready`;
-            // use it, and leave it in place.
-            Plan::Sent(generation) => {
-                let replay = replay.map(|replay| Box::new((self.inner.clone(), replay)));
-                let fut = self.inner.call(req);
-                ResponseFuture::sent(
-                    fut,
-                    future::Sent {
-                        cache: self.cache.clone(),
-                        generation,
-                        classify: self.classify.clone(),
-                        replay,
-                    },
-                )
-            }
-            Plan::Wait => {
-                // No usable token: wait for one in the future, with a clone
-                // of the service, polled ready once the token is there.
-                let clone = self.inner.clone();
-                // NOTE: `self.inner` was polled ready and holds what that
-                // reserved (a `Buffer` slot, a concurrency permit) until it
-                // is called or dropped. It is not called now, so drop it and
-                // keep a fresh clone: otherwise callers waiting for a token
-                // while holding their reservations can starve each other's
-                // clones (a tonic `Channel` with a small buffer deadlocks).
-                drop(std::mem::replace(&mut self.inner, clone.clone()));
-                ResponseFuture::acquiring(future::acquire_then_call(
-                    clone,
-                    req,
-                    self.cache.clone(),
-                    self.classify.clone(),
-                    self.on_rejection,
-                ))
-            }
+        // B7: a request that carries its own credentials is not ours. One
+        // map operation on the common path (`append` returns whether the
+        // name was already there); only then is our value taken out again.
+        if req.headers_mut().append(AUTHORIZATION, current.header) {
+            remove_appended_authorization(req.headers_mut());
+            return ResponseFuture::passthrough(self.inner.call(req));
         }
+        // `self.inner` was polled ready by our `poll_ready`; use it, and
+        // leave it in place.
+        let fut = self.inner.call(req);
+        ResponseFuture::sent(
+            fut,
+            future::Sent {
+                cache: self.cache.clone(),
+                generation: current.generation,
+                classify: self.classify.clone(),
+                replay,
+            },
+        )
     }
 }
 
-/// What `call` does with a request.
-enum Plan {
-    /// It has its own `Authorization`: pass it through.
-    Preset,
-    /// It carries the cached token of this generation.
-    Sent(u64),
-    /// No usable token yet: wait for one.
-    Wait,
+impl<S: Clone, C: Classify> AuthService<S, C> {
+    /// The copy of a request kept for the one retry, with a service clone to
+    /// send it with (polled ready only if it is needed).
+    #[inline(never)]
+    fn capture<B: TryCloneBody>(
+        &self,
+        req: &Request<B>,
+        header: &HeaderValue,
+    ) -> Option<Box<(S, future::Replay<B>)>> {
+        let replay = future::Replay::capture(req, header)?;
+        Some(Box::new((self.inner.clone(), replay)))
+    }
+
+    /// No usable token: pass a request with its own `Authorization` through,
+    /// or wait for a token in the response future.
+    #[cold]
+    #[inline(never)]
+    fn call_without_token<B, ResB>(&mut self, req: Request<B>) -> ResponseFuture<S, B, C>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: Send + 'static,
+    {
+        if req.headers().contains_key(AUTHORIZATION) {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
+        // Wait for the token with a clone of the service, polled ready once
+        // the token is there.
+        let clone = self.inner.clone();
+        // NOTE: `self.inner` was polled ready and holds what that reserved
+        // (a `Buffer` slot, a concurrency permit) until it is called or
+        // dropped. It is not called now, so drop it and keep a fresh clone:
+        // otherwise callers waiting for a token while holding their
+        // reservations can starve each other's clones (a tonic `Channel`
+        // with a small buffer deadlocks).
+        drop(std::mem::replace(&mut self.inner, clone.clone()));
+        ResponseFuture::acquiring(future::acquire_then_call(
+            clone,
+            req,
+            self.cache.clone(),
+            self.classify.clone(),
+            self.on_rejection,
+        ))
+    }
+}
+
+/// Takes out the `Authorization` value `call` appended (the last one) from a
+/// request that already had its own, leaving the request's values as they
+/// were (they move after the other fields, whose relative order is kept).
+#[cold]
+fn remove_appended_authorization(headers: &mut http::HeaderMap) {
+    if let Entry::Occupied(entry) = headers.entry(AUTHORIZATION) {
+        let (name, values) = entry.remove_entry_mult();
+        let mut values: Vec<HeaderValue> = values.collect();
+        values.pop();
+        for value in values {
+            headers.append(&name, value);
+        }
+    }
 }
