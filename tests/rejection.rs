@@ -349,3 +349,28 @@ async fn b6_a_stale_rejection_does_not_invalidate_the_newer_token() {
     );
     assert_eq!(tokens.requests(), 2);
 }
+
+#[tokio::test]
+async fn b7_every_value_of_a_preset_authorization_is_kept_in_order() {
+    let tokens = token_server(3600).await;
+    let api = api_server(|_| true).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    // A cached token exists, so the fast path runs and must back out.
+    cache.token().await.unwrap();
+    let client = AuthLayer::new(cache).layer(http_client());
+
+    let req = Request::get(api.url("/"))
+        .header("x-before", "1")
+        .header("authorization", "Custom one")
+        .header("authorization", "Custom two")
+        .header("x-after", "2")
+        .body(Full::default())
+        .unwrap();
+    client.oneshot(req).await.unwrap();
+    let seen = &api.seen()[0];
+    let values: Vec<_> = seen.headers.get_all("authorization").iter().collect();
+    assert_eq!(values, ["Custom one", "Custom two"]);
+    assert_eq!(seen.headers["x-before"], "1");
+    assert_eq!(seen.headers["x-after"], "2");
+    assert_eq!(tokens.requests(), 1);
+}
