@@ -110,7 +110,7 @@
 //!   passed explicitly and the webpki root certificates.
 //! * `hyper-client`: the built-in transport for plain-HTTP token endpoints
 //!   only (loopback, or TLS terminated elsewhere).
-//! * `redis`: [`store::RedisStore`], a token shared by the replicas of a
+//! * `redis`: `store::RedisStore`, a token shared by the replicas of a
 //!   fleet through Redis (the `redis` crate, 1.x, over tokio).
 //! * `full`: everything.
 //!

@@ -383,7 +383,7 @@ async fn redis_stopped_mid_run_calls_keep_succeeding_and_sharing_resumes_after_r
     traffic(&caches, &api, S(2)).await;
     let after = total(&caches);
     assert!(
-        after.adopted_from_store >= resumed.adopted_from_store + 1,
+        after.adopted_from_store > resumed.adopted_from_store,
         "sharing did not resume: {resumed:?} then {after:?}"
     );
     assert!(

@@ -52,7 +52,7 @@
 //! # Stores and hooks
 //!
 //! With [`TokenCacheBuilder::store`], the refresh loads from and saves to a
-//! [`TokenStore`](crate::store::TokenStore), so tokens survive restarts
+//! [`TokenStore`], so tokens survive restarts
 //! and are shared by several caches, processes or replicas, one of which
 //! refreshes while the others wait for its token; see the
 //! [`store`](crate::store) module. [`TokenCacheBuilder::on_refresh`] is

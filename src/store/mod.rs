@@ -1,6 +1,6 @@
 //! Token stores: tokens that survive restarts ([`FileStore`]) and tokens
 //! shared by the caches of a process ([`MemoryStore`]) or the replicas of a
-//! fleet ([`RedisStore`], feature `redis`).
+//! fleet (`RedisStore`, feature `redis`).
 //!
 //! # Example
 //!
@@ -32,7 +32,7 @@
 //! | none | in the cache | the cache's clones | one process, tokens it can always get again (client credentials) |
 //! | [`MemoryStore`] | in memory | the caches of one process | several caches (stacks, layers) for one API; tests |
 //! | [`FileStore`] | in a JSON file (0600) | processes on one host | a daemon or CLI with a refresh token that must survive restarts (B5) |
-//! | [`RedisStore`] | in Redis | every replica that reaches it | a fleet with one client id: one token request per lifetime, one refresher for a rotating refresh token |
+//! | `RedisStore` | in Redis | every replica that reaches it | a fleet with one client id: one token request per lifetime, one refresher for a rotating refresh token |
 //!
 //! A store is configured with [`TokenCacheBuilder::store`](crate::TokenCacheBuilder::store)
 //! and a [`StoreKey`] (for the OAuth2 grants: their `store_key()`). For
@@ -94,7 +94,7 @@
 //!   lock, tries to save what it got, and serves callers as if it had no
 //!   store. A failed save does not hold the new token back. When the store
 //!   answers again the next refresh uses it, and sharing resumes (the
-//!   [`RedisStore`] reconnects by itself).
+//!   `RedisStore` reconnects by itself).
 //!
 //! While a fleet cannot reach Redis, its replicas refresh on their own.
 //! That costs token requests, and with a *shared rotating* refresh token it
