@@ -369,3 +369,30 @@ fn warn_if_readable_by_others(path: &Path) {
     #[cfg(not(unix))]
     let _ = path;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn parse_file_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_file(&bytes);
+        }
+
+        #[test]
+        fn parse_file_never_panics_on_near_misses(
+            json in r#"\{"version":-?[0-9]{1,20}(\.[0-9])?,"tokens":(\{"k":\{"version":1\}\}|\[\]|null|"x")\}"#
+        ) {
+            let _ = parse_file(json.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_file_without_tokens_of_its_version_is_corrupt() {
+        assert!(parse_file(br#"{"version":1,"tokens":{}}"#).unwrap().is_empty());
+        assert!(parse_file(br#"{"version":2,"tokens":{}}"#).unwrap_err().is_unknown_version());
+        assert!(parse_file(br#"{"version":1}"#).unwrap_err().is_corrupt());
+        assert!(parse_file(br#"{"version":"1","tokens":{}}"#).unwrap_err().is_corrupt());
+    }
+}

@@ -369,4 +369,21 @@ mod tests {
         assert!(token.expires_at().unwrap() > Instant::now() + Duration::from_secs(3600));
         assert!(token.issued_at() <= Instant::now());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn from_json_never_panics_on_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = StoredToken::from_json(&bytes);
+        }
+
+        #[test]
+        fn from_json_never_panics_on_near_misses(
+            json in r#"\{"version":[0-9]{1,3},"access_token":"[a-z\\\n]{0,5}","token_type":"[A-Za-z]{0,6}","issued_at_ms":-?[0-9]{0,25}(,"expires_at_ms":-?[0-9.e]{0,25})?(,"extra":\{\})?\}"#
+        ) {
+            if let Ok(stored) = StoredToken::from_json(json.as_bytes()) {
+                let token = stored.to_token();
+                let _ = StoredToken::from_token(&token).to_json();
+            }
+        }
+    }
 }
