@@ -390,9 +390,21 @@ mod tests {
 
     #[test]
     fn a_file_without_tokens_of_its_version_is_corrupt() {
-        assert!(parse_file(br#"{"version":1,"tokens":{}}"#).unwrap().is_empty());
-        assert!(parse_file(br#"{"version":2,"tokens":{}}"#).unwrap_err().is_unknown_version());
+        assert!(
+            parse_file(br#"{"version":1,"tokens":{}}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            parse_file(br#"{"version":2,"tokens":{}}"#)
+                .unwrap_err()
+                .is_unknown_version()
+        );
         assert!(parse_file(br#"{"version":1}"#).unwrap_err().is_corrupt());
-        assert!(parse_file(br#"{"version":"1","tokens":{}}"#).unwrap_err().is_corrupt());
+        assert!(
+            parse_file(br#"{"version":"1","tokens":{}}"#)
+                .unwrap_err()
+                .is_corrupt()
+        );
     }
 }
