@@ -65,7 +65,9 @@
 //! them, so that no caller's cancellation cancels them (B3). Refresh ahead is
 //! driven by use: an idle cache does not refresh, and its next call starts a
 //! refresh. When the last handle is dropped, a refresh under way is aborted;
-//! nothing outlives the cache (B2).
+//! nothing outlives the cache (B2), except, with a store, the release of a
+//! refresh lock the aborted refresh held: one store command, on a task of its
+//! own, so that other caches need not wait for the lock to lapse.
 
 mod entry;
 mod flight;
