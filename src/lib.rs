@@ -94,6 +94,9 @@
 //!   makes streaming ones replayable.
 //! * [`route`]: one layer in front of a shared client, a token per origin,
 //!   none for other origins (B9).
+//! * [`store`]: token stores — tokens that survive restarts (a file) and
+//!   tokens shared by a fleet (Redis, feature `redis`), with one refresher
+//!   at a time.
 //! * `tonic` (feature `tonic`): `AuthChannel`, a ready-made stack for tonic
 //!   channels and generated clients, retrying UNAUTHENTICATED once.
 //! * `reqwest` (feature `reqwest`): `HttpService`, which makes a
@@ -107,6 +110,8 @@
 //!   passed explicitly and the webpki root certificates.
 //! * `hyper-client`: the built-in transport for plain-HTTP token endpoints
 //!   only (loopback, or TLS terminated elsewhere).
+//! * `redis`: `store::RedisStore`, a token shared by the replicas of a
+//!   fleet through Redis (the `redis` crate, 1.x, over tokio).
 //! * `full`: everything.
 //!
 //! Without them, everything else works, and the [`oauth`] grants take any
@@ -130,6 +135,7 @@ pub mod reject;
 pub mod reqwest;
 pub mod route;
 pub mod source;
+pub mod store;
 pub mod token;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]

@@ -182,6 +182,14 @@ impl Token {
         self
     }
 
+    /// Sets the moment the token was issued (tokio's clock), for a token
+    /// restored from storage. [`with_expires_in`](Self::with_expires_in)
+    /// counts from it, so call this first.
+    pub fn with_issued_at(mut self, issued_at: Instant) -> Self {
+        self.issued_at = issued_at;
+        self
+    }
+
     /// Sets an absolute expiry.
     pub fn with_expires_at(mut self, expires_at: Instant) -> Self {
         self.expires_at = Some(expires_at);

@@ -17,6 +17,9 @@ pub(crate) struct Entry {
     /// `Authorization: <scheme> <token>`, marked sensitive, built once (B7).
     pub(crate) header: HeaderValue,
     pub(crate) schedule: Schedule,
+    /// The expiry the schedule was computed from: the token's own, its JWT
+    /// `exp`, or the default lifetime (saved with the token in a store).
+    pub(crate) expires_at: Instant,
     /// Increases with every token the cache installs; tells a rejected token
     /// from its successor without comparing secrets.
     pub(crate) generation: u64,
@@ -36,21 +39,14 @@ impl Entry {
         default_lifetime: Duration,
         jitter_unit: f64,
     ) -> Result<Entry, Error> {
-        let issued = token.issued_at();
-        let expires = token
-            .expires_at()
-            .or_else(|| token.jwt_expiry())
-            .unwrap_or_else(|| {
-                issued
-                    .checked_add(default_lifetime)
-                    .unwrap_or_else(crate::token::far_future)
-            });
-        let schedule = timing.schedule(issued, expires, jitter_unit);
+        let expires = effective_expiry(&token, default_lifetime);
+        let schedule = timing.schedule(token.issued_at(), expires, jitter_unit);
         let header = authorization_value(&token)?;
         Ok(Entry {
             token,
             header,
             schedule,
+            expires_at: expires,
             generation,
             invalidated: false,
         })
@@ -67,10 +63,25 @@ impl Entry {
                 stale_at: end,
                 usable_until: end,
             },
+            expires_at: self.expires_at,
             generation: self.generation,
             invalidated: true,
         }
     }
+}
+
+/// The expiry the cache uses for `token`: its own, else its JWT `exp`
+/// claim, else `default_lifetime` after it was issued (B1).
+pub(crate) fn effective_expiry(token: &Token, default_lifetime: Duration) -> Instant {
+    token
+        .expires_at()
+        .or_else(|| token.jwt_expiry())
+        .unwrap_or_else(|| {
+            token
+                .issued_at()
+                .checked_add(default_lifetime)
+                .unwrap_or_else(crate::token::far_future)
+        })
 }
 
 /// Builds `<scheme> <token>` once per token, marked sensitive so that it

@@ -33,6 +33,7 @@ use super::entry::Entry;
 use super::policy::{MAX_RETRY_AFTER, Retries, Timing};
 use super::random;
 use super::stats::Counters;
+use super::with_store::{self, Obtained, OnRefresh, StoreSettings};
 use crate::{Error, Token, TokenSource};
 
 /// What a refresh hands its waiters.
@@ -44,6 +45,10 @@ pub(crate) struct Config {
     pub(crate) timing: Timing,
     pub(crate) retries: Retries,
     pub(crate) default_lifetime: Duration,
+    /// The store shared with other caches, processes or runs, if any.
+    pub(crate) store: Option<StoreSettings>,
+    /// Called with each token this cache fetched, before it is handed out.
+    pub(crate) on_refresh: Option<OnRefresh>,
 }
 
 /// Why a refresh started; logged with it.
@@ -233,7 +238,7 @@ impl Shared {
             guard,
             self.source.clone(),
             self.counters.clone(),
-            self.config.retries.clone(),
+            self.config.clone(),
             previous,
             reason,
         ));
@@ -371,19 +376,42 @@ impl Drop for FlightGuard {
     }
 }
 
-/// The refresh task: one token, with retries (B4).
+/// The refresh task: one token, with retries (B4), through the store when
+/// there is one. The token is saved to the store, and `on_refresh` called,
+/// before the task hands it to the cache (B5: a rotated refresh token is
+/// persisted before the new access token is used).
 async fn run(
     mut guard: FlightGuard,
     source: Arc<dyn TokenSource>,
     counters: Arc<Counters>,
-    retries: Retries,
+    config: Config,
     previous: Option<Arc<Entry>>,
     reason: Reason,
 ) {
     let started = Instant::now();
     tracing::debug!(reason = reason.as_str(), "token refresh started");
-    let previous = previous.as_ref().map(|entry| &entry.token);
-    let result = fetch(&*source, previous, &retries, &counters).await;
+    let result = match &config.store {
+        Some(settings) => {
+            with_store::refresh(settings, &*source, previous.as_deref(), &config, &counters).await
+        }
+        None => {
+            let previous = previous.as_ref().map(|entry| &entry.token);
+            fetch(&*source, previous, &config.retries, &counters)
+                .await
+                .map(|token| Obtained {
+                    token,
+                    fetched: true,
+                })
+        }
+    };
+    let result = result.map(|obtained| {
+        if obtained.fetched
+            && let Some(hook) = &config.on_refresh
+        {
+            hook.call(&obtained.token);
+        }
+        obtained.token
+    });
     guard.complete(result, started);
 }
 
@@ -391,7 +419,7 @@ async fn run(
 /// out of attempts. Honours `Retry-After` when it is not longer than the
 /// maximum backoff; a longer one ends the refresh, and the cooldown honours
 /// it instead, so that waiting callers are not held for minutes.
-async fn fetch(
+pub(crate) async fn fetch(
     source: &dyn TokenSource,
     previous: Option<&Token>,
     retries: &Retries,

@@ -49,13 +49,25 @@
 //! `max_attempts` requests per cooldown: with the defaults, once the cooldown
 //! has reached its 30 s ceiling, at most 3 requests every 15 s.
 //!
+//! # Stores and hooks
+//!
+//! With [`TokenCacheBuilder::store`], the refresh loads from and saves to a
+//! [`TokenStore`], so tokens survive restarts
+//! and are shared by several caches, processes or replicas, one of which
+//! refreshes while the others wait for its token; see the
+//! [`store`](crate::store) module. [`TokenCacheBuilder::on_refresh`] is
+//! called with each new token, for users who persist it elsewhere. Neither
+//! is on the per-request path.
+//!
 //! # Background work
 //!
 //! Refreshes run as tokio tasks on the runtime of the caller that started
 //! them, so that no caller's cancellation cancels them (B3). Refresh ahead is
 //! driven by use: an idle cache does not refresh, and its next call starts a
 //! refresh. When the last handle is dropped, a refresh under way is aborted;
-//! nothing outlives the cache (B2).
+//! nothing outlives the cache (B2), except, with a store, the release of a
+//! refresh lock the aborted refresh held: one store command, on a task of its
+//! own, so that other caches need not wait for the lock to lapse.
 
 mod entry;
 mod flight;
@@ -63,6 +75,7 @@ mod policy;
 mod random;
 mod reader;
 mod stats;
+mod with_store;
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,10 +86,13 @@ use tokio::time::Instant;
 
 use self::flight::{Config, Shared};
 use self::policy::{Freshness, Retries, Timing};
+use self::with_store::{OnRefresh, StoreSettings};
+use crate::store::{StoreKey, TokenStore};
 use crate::{ConfigError, Error, Token, TokenSource};
 
 pub(crate) use self::reader::Reader;
 pub use self::stats::CacheStats;
+pub use self::with_store::{STORE_POLL_INTERVAL, STORE_TIMEOUT};
 
 /// Default time before expiry at which a token stops being sent (B1).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -94,6 +110,11 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default per-attempt timeout of a token request.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time to live of a store's refresh lock: 10 s. The holder extends
+/// it every third of that while it refreshes, so it only bounds how long a
+/// holder that died (without releasing it) delays the others.
+pub const DEFAULT_STORE_LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// A token kept fresh for every caller. Cheap to clone: clones share one
 /// token, one refresh and one set of counters.
@@ -235,6 +256,7 @@ impl fmt::Debug for TokenCache {
             .field("refreshing", &self.shared.refreshing())
             .field("leeway", &config.timing.leeway)
             .field("refresh_ahead", &config.timing.refresh_ahead)
+            .field("store", &config.store.as_ref().map(|s| &s.key))
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -260,6 +282,8 @@ impl fmt::Debug for TokenCache {
 pub struct TokenCacheBuilder {
     source: Arc<dyn TokenSource>,
     config: Config,
+    store_lock_ttl: Duration,
+    store_wait: Option<Duration>,
 }
 
 impl TokenCacheBuilder {
@@ -281,7 +305,11 @@ impl TokenCacheBuilder {
                     attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
                 },
                 default_lifetime: DEFAULT_LIFETIME,
+                store: None,
+                on_refresh: None,
             },
+            store_lock_ttl: DEFAULT_STORE_LOCK_TTL,
+            store_wait: None,
         }
     }
 
@@ -358,17 +386,76 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Keeps tokens in `store` under `key`, to survive restarts and to share
+    /// one token with other caches, processes or replicas: see the
+    /// [`store`](crate::store) module. For the OAuth2 grants, the key is
+    /// their `store_key()`.
+    ///
+    /// The store is used by refreshes only, never on the per-request path.
+    /// A token the cache fetches is saved before it is handed out; if the
+    /// save fails, the failure is logged and the token handed out anyway.
+    pub fn store(mut self, store: impl TokenStore, key: StoreKey) -> Self {
+        self.config.store = Some(StoreSettings {
+            store: Arc::new(store),
+            key,
+            lock_ttl: self.store_lock_ttl,
+            wait: self.store_wait,
+        });
+        self
+    }
+
+    /// The time to live of the store's refresh lock (default
+    /// [`DEFAULT_STORE_LOCK_TTL`], 10 s): at most this long does a holder
+    /// that died delay the others. The holder extends it every third of it
+    /// while it refreshes. At least 10 ms.
+    pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.store_lock_ttl = ttl;
+        if let Some(store) = &mut self.config.store {
+            store.lock_ttl = ttl;
+        }
+        self
+    }
+
+    /// How long a refresh waits for another cache holding the store's
+    /// refresh lock before it fetches a token on its own. By default the
+    /// lock's time to live plus the longest a refresh with this cache's
+    /// retry settings can take (`max_attempts` × (`attempt_timeout` +
+    /// maximum backoff)), or plus 60 s without an attempt timeout.
+    pub fn store_wait(mut self, wait: Duration) -> Self {
+        self.store_wait = Some(wait);
+        if let Some(store) = &mut self.config.store {
+            store.wait = Some(wait);
+        }
+        self
+    }
+
+    /// Calls `hook` with each token this cache fetched from its source,
+    /// after it was saved to the store (if any) and before it is handed
+    /// out: a hook that persists the token (and its possibly rotated
+    /// refresh token) synchronously has it persisted before anyone uses it.
+    ///
+    /// Not called for tokens taken from the store: the cache that fetched
+    /// them called its own hook. The hook runs on the refresh task: keep it
+    /// short and never block on async work. A panic in it is logged and
+    /// does not fail the refresh. Never log the token's secrets (B8).
+    pub fn on_refresh(mut self, hook: impl Fn(&Token) + Send + Sync + 'static) -> Self {
+        self.config.on_refresh = Some(OnRefresh(Arc::new(hook)));
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the setting that cannot work.
-    pub fn build(self) -> Result<TokenCache, ConfigError> {
+    pub fn build(mut self) -> Result<TokenCache, ConfigError> {
         let Config {
             timing,
             retries,
             default_lifetime,
-        } = &self.config;
+            store,
+            on_refresh: _,
+        } = &mut self.config;
         if let Some(ratio) = timing.refresh_ahead
             && !(ratio > 0.0 && ratio <= 1.0)
         {
@@ -391,6 +478,20 @@ impl TokenCacheBuilder {
         }
         if default_lifetime.is_zero() {
             return Err(ConfigError::new("default_lifetime must not be zero"));
+        }
+        if let Some(store) = store {
+            if store.lock_ttl < Duration::from_millis(10) {
+                return Err(ConfigError::new("store_lock_ttl must be at least 10 ms"));
+            }
+            store.wait.get_or_insert_with(|| {
+                let refresh = match retries.attempt_timeout {
+                    Some(timeout) => {
+                        (timeout + retries.max_backoff).saturating_mul(retries.max_attempts)
+                    }
+                    None => Duration::from_secs(60),
+                };
+                store.lock_ttl.saturating_add(refresh)
+            });
         }
         Ok(TokenCache {
             shared: Arc::new(Shared::new(self.source, self.config)),

@@ -25,6 +25,16 @@ pub struct CacheStats {
     pub rejections: u64,
     /// Requests sent a second time with a new token after a rejection.
     pub retries: u64,
+    /// Refreshes that installed a token from the store (saved by another
+    /// cache, another replica or an earlier run) instead of asking the
+    /// source: no token request.
+    pub adopted_from_store: u64,
+    /// Refreshes that found another cache holding the store's refresh lock
+    /// and waited for its token.
+    pub store_waits: u64,
+    /// Store operations that failed (unreachable, timed out); the cache then
+    /// carried on without the store.
+    pub store_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +44,9 @@ pub(crate) struct Counters {
     pub(crate) refresh_failures: AtomicU64,
     pub(crate) rejections: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) adopted_from_store: AtomicU64,
+    pub(crate) store_waits: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +61,9 @@ impl Counters {
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
             rejections: self.rejections.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            adopted_from_store: self.adopted_from_store.load(Ordering::Relaxed),
+            store_waits: self.store_waits.load(Ordering::Relaxed),
+            store_errors: self.store_errors.load(Ordering::Relaxed),
         }
     }
 }

@@ -56,4 +56,13 @@ impl ClientCredentialsGrant {
     }
 }
 
+impl ClientCredentialsGrant {
+    /// The key of this client's token in a [store](crate::store):
+    /// [`StoreKey::for_endpoint`](crate::store::StoreKey::for_endpoint)
+    /// (token URL, client id, scopes, extra parameters; no secret).
+    pub fn store_key(&self) -> crate::store::StoreKey {
+        crate::store::StoreKey::for_endpoint(self.core.endpoint())
+    }
+}
+
 grant_handle!(ClientCredentialsGrant);

@@ -128,6 +128,12 @@ impl TokenEndpoint {
         self.inner.scope.as_deref()
     }
 
+    /// The extra parameters (`audience`, `resource`, …), in the order they
+    /// were set.
+    pub(crate) fn params(&self) -> &[(String, String)] {
+        &self.inner.params
+    }
+
     /// Builds the `POST` for one grant. `grant` holds `grant_type` and the
     /// grant's own parameters; `scope` is sent when `with_scope` is set.
     /// Then come the extra parameters (`audience`, `resource`, …) and the

@@ -135,6 +135,14 @@ impl GrantCore {
         &self.endpoint
     }
 
+    /// The user of a password grant.
+    pub(crate) fn username(&self) -> Option<&str> {
+        match &self.primary {
+            Some(Primary::Password { username, .. }) => Some(username),
+            _ => None,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, RefreshState> {
         // Nothing panics while holding the lock; the state is valid field
         // by field even if something did.
@@ -190,16 +198,22 @@ impl GrantCore {
         }
     }
 
-    /// B5: the grant's own refresh token, else the previous token's unless
-    /// it was spent.
+    /// B5: the previous token's refresh token unless it was spent, else the
+    /// grant's own.
+    ///
+    /// Without a store the two are the same, or the previous one is spent:
+    /// the grant made that token. With a store, `previous` may come from
+    /// another process or an earlier run, and then it is the newest of the
+    /// lineage while the grant's own was spent elsewhere: sending that one
+    /// would be a reuse, which makes servers with reuse detection revoke the
+    /// whole grant.
     fn next_refresh_token(&self, previous: Option<&Token>) -> Option<RefreshToken> {
         let state = self.lock();
-        state.current.clone().or_else(|| {
-            previous
-                .and_then(Token::refresh_token)
-                .filter(|rt| !state.spent.contains(rt))
-                .cloned()
-        })
+        previous
+            .and_then(Token::refresh_token)
+            .filter(|rt| !state.spent.contains(rt))
+            .cloned()
+            .or_else(|| state.current.clone())
     }
 
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Token, Error> {

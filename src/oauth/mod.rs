@@ -53,10 +53,13 @@
 //!
 //! # Refresh tokens (B5)
 //!
-//! A grant keeps the newest refresh token it has received and sends it
-//! with `grant_type=refresh_token`. When it has none (a token loaded from a
-//! store, a fresh grant), it uses the refresh token of the token the cache
-//! is replacing (`previous`), unless that one was already spent.
+//! A grant refreshes with `grant_type=refresh_token` and the refresh token
+//! of the token the cache is replacing (`previous`), unless that one was
+//! already spent; else with the newest refresh token it has received
+//! itself. Without a store the two are the same token. With a
+//! [store](crate::store), `previous` may have been loaded from a file or
+//! saved by another replica, and is then the newest of the lineage, while
+//! the grant's own was spent elsewhere.
 //!
 //! * A response with a new refresh token replaces the old one at once; the
 //!   old one is *spent* and never sent again.
@@ -65,7 +68,8 @@
 //! * `invalid_grant` spends the refresh token and, in the same attempt,
 //!   falls back to the primary grant (client credentials, password). A
 //!   grant with no primary grant reports the error, now and on every later
-//!   attempt, without another request.
+//!   attempt, without another request (until a store hands it a refresh
+//!   token it has not spent).
 //! * Other failures keep the refresh token for the next attempt. After a
 //!   timeout the server may have rotated it anyway; sending it again then
 //!   gets `invalid_grant`, and the fallback above.

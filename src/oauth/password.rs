@@ -70,4 +70,16 @@ impl PasswordGrant {
     }
 }
 
+impl PasswordGrant {
+    /// The key of this user's token in a [store](crate::store):
+    /// [`StoreKey::for_user`](crate::store::StoreKey::for_user) (token URL,
+    /// client id, scopes, extra parameters and the user name; no secret).
+    pub fn store_key(&self) -> crate::store::StoreKey {
+        crate::store::StoreKey::for_user(
+            self.core.endpoint(),
+            self.core.username().unwrap_or_default(),
+        )
+    }
+}
+
 grant_handle!(PasswordGrant);

@@ -54,4 +54,21 @@ impl RefreshTokenGrant {
     }
 }
 
+impl RefreshTokenGrant {
+    /// The key of this grant's token in a [store](crate::store):
+    /// [`StoreKey::for_user`](crate::store::StoreKey::for_user) with an
+    /// empty user name, since the grant does not know whose refresh token it
+    /// holds. When one store keeps the refresh tokens of several users of
+    /// one client, key each with `StoreKey::for_user(grant.endpoint(), user)`
+    /// instead (which is also what a [`PasswordGrant`](crate::oauth::PasswordGrant)
+    /// for that user uses, so the two can take over from each other).
+    ///
+    /// With a store, a restarted process finds the newest refresh token in
+    /// it and uses that, not the one the grant was built with, which a
+    /// rotation has spent.
+    pub fn store_key(&self) -> crate::store::StoreKey {
+        crate::store::StoreKey::for_user(self.core.endpoint(), "")
+    }
+}
+
 grant_handle!(RefreshTokenGrant);

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod peer;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,0 +1,348 @@
+//! A refresh with a store: load, lock, wait, adopt or fetch, save. The
+//! order and the failure handling are documented for users in the `store`
+//! module ("How a cache uses its store"); this file implements them.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::entry::{Entry, authorization_value, effective_expiry};
+use super::flight::{Config, fetch};
+use super::policy::Freshness;
+use super::stats::Counters;
+use crate::store::{StoreError, StoreKey, StoreLock, StoredToken, TokenStore, instant_to_wall};
+use crate::{Error, Token, TokenSource};
+
+/// How often a cache waiting for another cache's refresh looks at the
+/// store (and tries the lock): 100 ms. A refresh takes a round trip to the
+/// token endpoint, tens of milliseconds to seconds; polling ten times a
+/// second costs one or two store commands per poll, and only while
+/// someone else refreshes.
+pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest one store operation may take before the cache gives up on
+/// it and carries on alone: 5 s. Stores answer in milliseconds; the Redis
+/// store gives up after 1 s by itself.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A cache's store, its key and its timing.
+#[derive(Clone)]
+pub(crate) struct StoreSettings {
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) key: StoreKey,
+    pub(crate) lock_ttl: Duration,
+    /// How long to wait for another holder; computed at build when unset.
+    pub(crate) wait: Option<Duration>,
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("key", &self.key)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `on_refresh` hook.
+#[derive(Clone)]
+pub(crate) struct OnRefresh(pub(crate) Arc<dyn Fn(&Token) + Send + Sync>);
+
+impl OnRefresh {
+    /// Calls the hook; a panic in it is logged, not propagated: the token
+    /// is good, and the refresh goes on.
+    pub(crate) fn call(&self, token: &Token) {
+        let hook = &self.0;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(token))).is_err() {
+            tracing::error!("the on_refresh hook panicked");
+        }
+    }
+}
+
+impl fmt::Debug for OnRefresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRefresh")
+    }
+}
+
+/// What a refresh got, and whether it asked the source for it.
+pub(crate) struct Obtained {
+    pub(crate) token: Token,
+    /// `true` when this cache fetched it, `false` when it came from the
+    /// store.
+    pub(crate) fetched: bool,
+}
+
+/// What to do with a stored token.
+enum Verdict {
+    /// Install it instead of fetching.
+    Install(Token),
+    /// Fetch, handing it to the source as `previous`: it carries the
+    /// newest refresh token of the lineage.
+    Previous(Token),
+    /// It is our own token (or unusable); nothing to learn from it.
+    Ignore,
+}
+
+/// Judges a stored token against the cache's current one (B1, B2).
+///
+/// * No token yet: install it while it is usable, however stale: a
+///   restart must not cost a token request, and a stale token starts a
+///   refresh ahead at the next call anyway.
+/// * Replacing a token: install it when it is another token and still
+///   fresh, so the refresh is done; else fetch.
+fn judge(stored: StoredToken, current: Option<&Entry>, config: &Config) -> Verdict {
+    let token = stored.to_token();
+    if let Some(current) = current
+        && current.token.access_token() == token.access_token()
+    {
+        return Verdict::Ignore;
+    }
+    if authorization_value(&token).is_err() {
+        tracing::warn!("ignoring a stored token that cannot be sent in a header");
+        return Verdict::Ignore;
+    }
+    let expires = effective_expiry(&token, config.default_lifetime);
+    // No jitter: "fresh" means before the latest refresh-ahead point.
+    let schedule = config.timing.schedule(token.issued_at(), expires, 0.0);
+    let now = Instant::now();
+    let install = match current {
+        None => schedule.usable_until > now,
+        Some(_) => schedule.freshness(now) == Freshness::Fresh,
+    };
+    if install {
+        Verdict::Install(token)
+    } else {
+        Verdict::Previous(token)
+    }
+}
+
+/// One refresh with a store. See the `store` module documentation.
+pub(crate) async fn refresh(
+    settings: &StoreSettings,
+    source: &dyn TokenSource,
+    current: Option<&Entry>,
+    config: &Config,
+    counters: &Counters,
+) -> Result<Obtained, Error> {
+    let key = &settings.key;
+    let store = &*settings.store;
+    let mut latest: Option<Token> = None;
+
+    // 1. Load: a restart, or another cache was faster.
+    match bounded(store.load(key)).await {
+        Ok(stored) => {
+            if let Some(done) = consider(stored, current, config, counters, &mut latest) {
+                return Ok(done);
+            }
+        }
+        Err(error) => {
+            return alone(settings, source, current, latest, config, counters, error).await;
+        }
+    }
+
+    // 2. Lock, or 3. wait for the holder and take over when it is gone.
+    let wait = settings.wait.unwrap_or(settings.lock_ttl);
+    let deadline = Instant::now() + wait;
+    let mut waiting = false;
+    loop {
+        match bounded(store.try_lock(key, settings.lock_ttl)).await {
+            Ok(Some(lock)) => {
+                return hold(lock, settings, source, current, latest, config, counters).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                return alone(settings, source, current, latest, config, counters, error).await;
+            }
+        }
+        if !waiting {
+            waiting = true;
+            Counters::bump(&counters.store_waits);
+            tracing::debug!(%key, "another cache is refreshing this token; waiting for it");
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                %key,
+                wait_ms = wait.as_millis() as u64,
+                "the holder of the refresh lock has not stored a token in time; fetching one without the lock"
+            );
+            let previous = latest.as_ref().or(current.map(|e| &e.token));
+            let token = fetch(source, previous, &config.retries, counters).await?;
+            save(settings, &token, config, counters).await;
+            return Ok(Obtained {
+                token,
+                fetched: true,
+            });
+        }
+        tokio::time::sleep(STORE_POLL_INTERVAL).await;
+        match bounded(store.load(key)).await {
+            Ok(stored) => {
+                if let Some(done) = consider(stored, current, config, counters, &mut latest) {
+                    return Ok(done);
+                }
+            }
+            Err(error) => {
+                return alone(settings, source, current, latest, config, counters, error).await;
+            }
+        }
+    }
+}
+
+/// Installs a stored token when [`judge`] says so, or remembers it as the
+/// newest of the lineage.
+fn consider(
+    stored: Option<StoredToken>,
+    current: Option<&Entry>,
+    config: &Config,
+    counters: &Counters,
+    latest: &mut Option<Token>,
+) -> Option<Obtained> {
+    match judge(stored?, current, config) {
+        Verdict::Install(token) => {
+            Counters::bump(&counters.adopted_from_store);
+            tracing::debug!("token taken from the store");
+            Some(Obtained {
+                token,
+                fetched: false,
+            })
+        }
+        Verdict::Previous(token) => {
+            *latest = Some(token);
+            None
+        }
+        Verdict::Ignore => None,
+    }
+}
+
+/// Holding the lock: look once more, else fetch, save, release.
+async fn hold(
+    lock: StoreLock,
+    settings: &StoreSettings,
+    source: &dyn TokenSource,
+    current: Option<&Entry>,
+    mut latest: Option<Token>,
+    config: &Config,
+    counters: &Counters,
+) -> Result<Obtained, Error> {
+    // Whoever held the lock before may have stored a token just now.
+    match bounded(settings.store.load(&settings.key)).await {
+        Ok(stored) => {
+            if let Some(done) = consider(stored, current, config, counters, &mut latest) {
+                release(lock).await;
+                return Ok(done);
+            }
+        }
+        Err(error) => failed(counters, &error, "load"),
+    }
+    let previous = latest.as_ref().or(current.map(|e| &e.token));
+    let result = renewing(
+        &lock,
+        settings.lock_ttl,
+        fetch(source, previous, &config.retries, counters),
+    )
+    .await;
+    if let Ok(token) = &result {
+        // B5: the new (maybe rotated) refresh token is in the store before
+        // the lock is released and before anyone gets the access token.
+        save(settings, token, config, counters).await;
+    }
+    release(lock).await;
+    result.map(|token| Obtained {
+        token,
+        fetched: true,
+    })
+}
+
+/// The store failed: carry on alone, and still try to save what we get.
+async fn alone(
+    settings: &StoreSettings,
+    source: &dyn TokenSource,
+    current: Option<&Entry>,
+    latest: Option<Token>,
+    config: &Config,
+    counters: &Counters,
+    error: StoreError,
+) -> Result<Obtained, Error> {
+    failed(counters, &error, "use");
+    let previous = latest.as_ref().or(current.map(|e| &e.token));
+    let token = fetch(source, previous, &config.retries, counters).await?;
+    save(settings, &token, config, counters).await;
+    Ok(Obtained {
+        token,
+        fetched: true,
+    })
+}
+
+/// Saves `token` with the expiry the cache computed for it. A failure is
+/// logged and counted; the token is handed out all the same.
+async fn save(settings: &StoreSettings, token: &Token, config: &Config, counters: &Counters) {
+    let expires = effective_expiry(token, config.default_lifetime);
+    let stored = StoredToken::from_token(token).with_expires_at(instant_to_wall(
+        expires,
+        Instant::now(),
+        SystemTime::now(),
+    ));
+    match bounded(settings.store.save(&settings.key, &stored)).await {
+        Ok(()) => tracing::debug!(key = %settings.key, "token saved to the store"),
+        Err(error) => failed(counters, &error, "save"),
+    }
+}
+
+async fn release(lock: StoreLock) {
+    if let Err(error) = bounded(lock.release()).await {
+        tracing::debug!(%error, "could not release the refresh lock; it lapses at the end of its time to live");
+    }
+}
+
+fn failed(counters: &Counters, error: &StoreError, what: &'static str) {
+    Counters::bump(&counters.store_errors);
+    tracing::warn!(%error, operation = what, "token store failed; carrying on without it");
+}
+
+/// A store operation, given up after [`STORE_TIMEOUT`].
+async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(STORE_TIMEOUT, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::unavailable(
+                "the token store did not answer in time",
+            ))
+        })
+}
+
+/// Runs `work` while extending `lock` every third of its time to live, so
+/// that a live holder keeps it however long its retries take, and a dead
+/// one (whose future is dropped with this one) loses it within `ttl`.
+async fn renewing<F: Future>(lock: &StoreLock, ttl: Duration, work: F) -> F::Output {
+    let renew = async {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match bounded(lock.extend(ttl)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "lost the refresh lock while refreshing; another cache may refresh too"
+                    );
+                    return std::future::pending::<()>().await;
+                }
+                Err(error) => tracing::debug!(%error, "could not extend the refresh lock"),
+            }
+        }
+    };
+    let mut work = pin!(work);
+    let mut renew = pin!(renew);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        let _ = renew.as_mut().poll(cx);
+        Poll::Pending
+    })
+    .await
+}

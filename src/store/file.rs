@@ -1,0 +1,410 @@
+//! [`FileStore`]: tokens in a JSON file, so that they survive a restart.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lock::unique_value;
+use super::{HeldLock, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
+use crate::source::BoxFuture;
+
+/// The version of the file's layout (the tokens inside carry their own,
+/// [`StoredToken::VERSION`]).
+const FILE_VERSION: u64 = 1;
+
+/// The largest token file read, in bytes. A file for a handful of tokens is
+/// a few KiB.
+const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
+/// A [`TokenStore`] in a JSON file: for a daemon or a CLI that must keep
+/// its (rotating) refresh token across restarts, and for a few processes on
+/// one host that share a token.
+///
+/// # The file
+///
+/// ```json
+/// {
+///   "version": 1,
+///   "tokens": {
+///     "<store key>": {"version":1,"access_token":"…","refresh_token":"…", …}
+///   }
+/// }
+/// ```
+///
+/// One file holds the tokens of any number of [`StoreKey`]s.
+///
+/// * **Atomic.** Every save writes a temporary file in the same folder
+///   (mode 0600), flushes it to disk (`fsync`), renames it over the file and
+///   flushes the folder. A reader sees the old file or the new one, never a
+///   torn one, whatever process writes and whenever it dies.
+/// * **Private.** The file holds tokens in clear text and is created with
+///   mode 0600 (owner only) in a folder created with mode 0700 if missing.
+///   A load warns when the file is readable by others.
+/// * **Serialised writes.** Saves take an exclusive lock on `<file>.lock`
+///   around read-modify-write, so two processes saving different tokens
+///   never lose one another's.
+/// * **Forgiving reads.** A corrupt, truncated or unknown-version file (or
+///   entry) is logged at `warn` and treated as empty — never a panic, never
+///   an error for the cache — and the next good token overwrites it.
+///
+/// # The refresh lock
+///
+/// [`try_lock`](TokenStore::try_lock) takes an advisory `flock` (through
+/// [`File::try_lock`]) on `<file>.<first 16 digits of the key>.lock`. The
+/// operating system releases it when the holder closes the file or dies,
+/// so the time to live is not needed and is ignored: a crashed holder
+/// delays nobody. Such locks work between processes on one host; on a
+/// network file system they depend on its lock support (NFSv4 has it).
+///
+/// The lock files are left in place (removing a lock file someone may be
+/// locking is a race); they are empty.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::store::{FileStore, StoreKey};
+/// use tower_bearer::{source, Token, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tower-bearer-doc-{}", std::process::id()));
+/// let store = FileStore::new(dir.join("tokens.json"));
+/// let key = StoreKey::new(["my-api"]);
+/// let fetch = || source::from_fn(|_| async {
+///     Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(3600)))
+/// });
+///
+/// let first = TokenCache::builder(fetch()).store(store.clone(), key.clone()).build()?;
+/// first.token().await?;
+/// drop(first);
+///
+/// // A restart: the new cache finds the token on disk.
+/// let second = TokenCache::builder(fetch()).store(store, key).build()?;
+/// second.token().await?;
+/// assert_eq!(second.stats().token_requests, 0);
+/// # std::fs::remove_dir_all(dir)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FileStore {
+    path: Arc<Path>,
+}
+
+impl FileStore {
+    /// A store in the file at `path` (created at the first save).
+    pub fn new(path: impl Into<PathBuf>) -> FileStore {
+        FileStore {
+            path: path.into().into(),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `<file><suffix>`, next to the file.
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self
+            .path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "tokens".into());
+        name.push(suffix);
+        self.path.with_file_name(name)
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        let (path, key) = (self.path.clone(), key.clone());
+        Box::pin(blocking(move || load(&path, &key)))
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (path, lock, key) = (self.path.clone(), self.sibling(".lock"), key.clone());
+        let value = token.to_value();
+        Box::pin(blocking(move || save(&path, &lock, &key, value)))
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        let suffix = format!(".{}.lock", key.as_str().get(..16).unwrap_or("key"));
+        let path = self.sibling(&suffix);
+        Box::pin(blocking(move || {
+            if let Some(parent) = path.parent() {
+                create_private_dir(parent)?;
+            }
+            let file = open_lock_file(&path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(StoreLock::new(FileLock { _file: file }))),
+                Err(TryLockError::WouldBlock) => Ok(None),
+                Err(TryLockError::Error(e)) => Err(StoreError::unavailable(e)),
+            }
+        }))
+    }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// An exclusive `flock`, released when the file is closed.
+struct FileLock {
+    _file: File,
+}
+
+impl HeldLock for FileLock {
+    fn extend(&self, _ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        drop(self);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Runs file I/O on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::unavailable(e)))
+}
+
+fn load(path: &Path, key: &StoreKey) -> Result<Option<StoredToken>, StoreError> {
+    let Some(bytes) = read_file(path)? else {
+        return Ok(None);
+    };
+    warn_if_readable_by_others(path);
+    let mut tokens = match parse_file(&bytes) {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "ignoring the token file; the next token saved replaces it"
+            );
+            return Ok(None);
+        }
+    };
+    let Some(value) = tokens.remove(key.as_str()) else {
+        return Ok(None);
+    };
+    match StoredToken::from_value(value) {
+        Ok(token) => Ok(Some(token)),
+        Err(error) => {
+            tracing::warn!(
+                path = %path.display(),
+                %key,
+                %error,
+                "ignoring an unreadable token in the token file; the next token saved replaces it"
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn save(
+    path: &Path,
+    lock_path: &Path,
+    key: &StoreKey,
+    value: serde_json::Value,
+) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    // Serialise read-modify-write among processes; released when dropped.
+    let lock = open_lock_file(lock_path)?;
+    lock.lock().map_err(StoreError::unavailable)?;
+    let mut tokens = match read_file(path)? {
+        None => serde_json::Map::new(),
+        Some(bytes) => parse_file(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "replacing an unreadable token file"
+            );
+            serde_json::Map::new()
+        }),
+    };
+    tokens.insert(key.as_str().to_owned(), value);
+    let file = serde_json::json!({ "version": FILE_VERSION, "tokens": tokens });
+    let mut bytes = serde_json::to_vec_pretty(&file).map_err(StoreError::unavailable)?;
+    bytes.push(b'\n');
+    write_atomically(path, &bytes).map_err(StoreError::unavailable)?;
+    drop(lock);
+    Ok(())
+}
+
+/// The file's bytes; `None` when there is no file.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::unavailable(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(StoreError::unavailable)?;
+    Ok(Some(bytes))
+}
+
+/// The `tokens` map of a token file.
+fn parse_file(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(StoreError::corrupt("the token file is too large"));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
+        StoreError::corrupt("the token file is not valid JSON (corrupt or truncated)")
+    })?;
+    let serde_json::Value::Object(mut file) = value else {
+        return Err(StoreError::corrupt("the token file is not a JSON object"));
+    };
+    match file.get("version").and_then(serde_json::Value::as_u64) {
+        Some(FILE_VERSION) => {}
+        Some(other) => return Err(StoreError::unknown_version(other)),
+        None => return Err(StoreError::corrupt("the token file has no format version")),
+    }
+    match file.remove("tokens") {
+        Some(serde_json::Value::Object(tokens)) => Ok(tokens),
+        _ => Err(StoreError::corrupt("the token file has no tokens object")),
+    }
+}
+
+/// Temporary file, fsync, rename, fsync of the folder.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", unique_value()));
+    let result = (|| {
+        let mut file = private_options().write(true).create_new(true).open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+        return result;
+    }
+    // Make the rename itself durable. Not possible on every platform
+    // (Windows cannot open a folder as a file); the data is safe anyway.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && let Ok(dir) = File::open(parent)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(StoreError::unavailable)
+}
+
+/// Files this store creates are readable by their owner only.
+fn private_options() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(StoreError::unavailable)
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+                "the token file is readable by other users; it holds tokens in clear text (the next save rewrites it with mode 600)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn parse_file_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_file(&bytes);
+        }
+
+        #[test]
+        fn parse_file_never_panics_on_near_misses(
+            json in r#"\{"version":-?[0-9]{1,20}(\.[0-9])?,"tokens":(\{"k":\{"version":1\}\}|\[\]|null|"x")\}"#
+        ) {
+            let _ = parse_file(json.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_file_without_tokens_of_its_version_is_corrupt() {
+        assert!(
+            parse_file(br#"{"version":1,"tokens":{}}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            parse_file(br#"{"version":2,"tokens":{}}"#)
+                .unwrap_err()
+                .is_unknown_version()
+        );
+        assert!(parse_file(br#"{"version":1}"#).unwrap_err().is_corrupt());
+        assert!(
+            parse_file(br#"{"version":"1","tokens":{}}"#)
+                .unwrap_err()
+                .is_corrupt()
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! [`StoreLock`]: the right to refresh one token, held by one cache at a
+//! time across every process that shares a store.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::StoreError;
+use crate::source::BoxFuture;
+
+/// A refresh lock as a store implements it; wrapped in a [`StoreLock`].
+///
+/// # Contract
+///
+/// * The lock was taken with a value unique to this holder; both methods
+///   act only while the store still holds that value, so a holder whose
+///   lock lapsed never extends or releases its successor's lock.
+/// * [`release`](Self::release) does whatever it can synchronously (drop a
+///   file lock, start a request) before returning its future: when a
+///   [`StoreLock`] is dropped without an explicit release, the future is
+///   spawned on the current tokio runtime if there is one, and dropped
+///   otherwise, so it must not be required for correctness — a lock nobody
+///   releases lapses at the end of its time to live.
+pub trait HeldLock: Send + Sync + 'static {
+    /// Extends the lock to `ttl` from now. `Ok(false)` when it is no longer
+    /// held by this holder (it lapsed and someone else may hold it).
+    fn extend(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Releases the lock if this holder still holds it.
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// The right to refresh one token, from
+/// [`TokenStore::try_lock`](super::TokenStore::try_lock). Released by
+/// [`release`](Self::release), or when dropped; a holder that dies without
+/// either (a crash) loses it when its time to live ends.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::store::{MemoryStore, StoreKey, TokenStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::store::StoreError> {
+/// let store = MemoryStore::new();
+/// let key = StoreKey::new(["my-api"]);
+/// let lock = store.try_lock(&key, Duration::from_secs(10)).await?.expect("free");
+/// assert!(store.try_lock(&key, Duration::from_secs(10)).await?.is_none());
+/// lock.release().await?;
+/// assert!(store.try_lock(&key, Duration::from_secs(10)).await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "the lock is released when dropped"]
+pub struct StoreLock {
+    held: Option<Box<dyn HeldLock>>,
+}
+
+impl StoreLock {
+    /// Wraps a store's lock.
+    pub fn new(held: impl HeldLock) -> StoreLock {
+        StoreLock {
+            held: Some(Box::new(held)),
+        }
+    }
+
+    /// Extends the lock to `ttl` from now; `Ok(false)` when it was lost.
+    ///
+    /// # Errors
+    ///
+    /// The store's error; the lock may or may not still be held.
+    pub async fn extend(&self, ttl: Duration) -> Result<bool, StoreError> {
+        match &self.held {
+            Some(held) => held.extend(ttl).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Releases the lock (if this holder still holds it).
+    ///
+    /// # Errors
+    ///
+    /// The store's error; the lock then lapses at the end of its time to
+    /// live.
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        match self.held.take() {
+            Some(held) => held.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let release = held.release();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = release.await {
+                    tracing::debug!(%error, "could not release a dropped refresh lock; it lapses at the end of its time to live");
+                }
+            });
+        }
+    }
+}
+
+impl fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("held", &self.held.is_some())
+            .finish()
+    }
+}
+
+/// A value no other lock holder has, in this process or another: the
+/// process id, the wall-clock time, a counter, and 64 random bits from the
+/// standard library's per-process hasher keys. Not a secret; only unique.
+pub(crate) fn unique_value() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(n);
+    hasher.write_u128(nanos);
+    format!(
+        "{}-{nanos:x}-{n:x}-{:016x}",
+        std::process::id(),
+        hasher.finish()
+    )
+}

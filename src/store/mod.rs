@@ -1,0 +1,251 @@
+//! Token stores: tokens that survive restarts ([`FileStore`]) and tokens
+//! shared by the caches of a process ([`MemoryStore`]) or the replicas of a
+//! fleet (`RedisStore`, feature `redis`).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_bearer::store::{MemoryStore, StoreKey};
+//! use tower_bearer::{source, Token, TokenCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let cache = TokenCache::builder(source::from_fn(|_| async {
+//!     Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(3600)))
+//! }))
+//! .store(store.clone(), StoreKey::new(["my-api"]))
+//! .on_refresh(|token| println!("new token, refresh token: {}", token.refresh_token().is_some()))
+//! .build()?;
+//!
+//! cache.token().await?;
+//! assert!(store.get(&StoreKey::new(["my-api"])).is_some());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Which store
+//!
+//! | store | keeps tokens | shares them with | use it for |
+//! | --- | --- | --- | --- |
+//! | none | in the cache | the cache's clones | one process, tokens it can always get again (client credentials) |
+//! | [`MemoryStore`] | in memory | the caches of one process | several caches (stacks, layers) for one API; tests |
+//! | [`FileStore`] | in a JSON file (0600) | processes on one host | a daemon or CLI with a refresh token that must survive restarts (B5) |
+//! | `RedisStore` | in Redis | every replica that reaches it | a fleet with one client id: one token request per lifetime, one refresher for a rotating refresh token |
+//!
+//! A store is configured with [`TokenCacheBuilder::store`](crate::TokenCacheBuilder::store)
+//! and a [`StoreKey`] (for the OAuth2 grants: their `store_key()`). For
+//! users who persist elsewhere (a keychain, a database),
+//! [`on_refresh`](crate::TokenCacheBuilder::on_refresh) is called with each
+//! new token instead, or as well.
+//!
+//! # How a cache uses its store
+//!
+//! Never on the per-request path: a call that finds a usable token costs
+//! one atomic load and one clock read, store or not. The store is used by
+//! the single refresh of each cache (B3), in this order:
+//!
+//! 1. **Load.** The cache loads the stored token. A cache without a token
+//!    yet (a restart) installs it if it is still usable, with no token
+//!    request. A cache replacing its token installs it if it is a
+//!    different token that is still fresh (another replica refreshed
+//!    first). A stored token that is not installed still gives the refresh
+//!    its refresh token: it is the `previous` token handed to the source.
+//! 2. **Lock.** Otherwise the cache tries the store's refresh lock. The
+//!    holder loads once more (someone may have just finished), fetches
+//!    from the token source, **saves the new token before handing it out**
+//!    (so a rotated refresh token is in the store before anyone uses the new
+//!    access token), and releases the lock. While it fetches it extends the
+//!    lock every third of the lock's time to live, so a slow but live
+//!    holder keeps it, and a dead one loses it within that time.
+//! 3. **Wait.** A cache that did not get the lock polls the store every
+//!    [`STORE_POLL_INTERVAL`](crate::cache::STORE_POLL_INTERVAL) for a new
+//!    token and tries the lock again each time. It installs the holder's
+//!    token as soon as it appears; it takes over the refresh as soon as the
+//!    lock is free (the holder failed, or died and its lock lapsed). Callers
+//!    that have a usable token meanwhile keep using it (B2); only callers
+//!    with none wait.
+//!
+//! A token installed from the store counts no token request, and
+//! [`CacheStats::adopted_from_store`](crate::CacheStats::adopted_from_store)
+//! counts it.
+//!
+//! # When Redis or the lock holder dies
+//!
+//! * **The holder dies** (its process crashes, its refresh is dropped):
+//!   a dropped lock is released at once; a crashed holder's lock lapses
+//!   after the lock's time to live
+//!   ([`store_lock_ttl`](crate::TokenCacheBuilder::store_lock_ttl), default
+//!   10 s). The next waiter to poll takes it over and refreshes, so the
+//!   others are delayed by at most the time to live plus one poll interval.
+//!   A [`FileStore`] lock is an operating-system lock, released the moment
+//!   its holder dies.
+//! * **The holder is alive but slow** (its token endpoint retries): it
+//!   keeps the lock. A waiter waits at most
+//!   [`store_wait`](crate::TokenCacheBuilder::store_wait) (by default the
+//!   lock's time to live plus the longest a refresh with this cache's retry
+//!   settings can take), then fetches a token on its own and logs a
+//!   warning.
+//! * **The store fails** (Redis down, disk full): each failure is logged at
+//!   `warn` (never with a secret), counted in
+//!   [`CacheStats::store_errors`](crate::CacheStats::store_errors), and the
+//!   cache carries on alone: it fetches from its token source without the
+//!   lock, tries to save what it got, and serves callers as if it had no
+//!   store. A failed save does not hold the new token back. When the store
+//!   answers again the next refresh uses it, and sharing resumes (the
+//!   `RedisStore` reconnects by itself).
+//!
+//! While a fleet cannot reach Redis, its replicas refresh on their own.
+//! That costs token requests, and with a *shared rotating* refresh token it
+//! costs more: the first replica to refresh spends the shared refresh token,
+//! the next ones send a spent one, and a server with reuse detection
+//! (oidc-provider, Okta, Auth0) revokes the whole grant. The password and
+//! client-credentials grants recover on their own — after `invalid_grant`
+//! they fall back to their primary grant (B5) — but a
+//! [`RefreshTokenGrant`](crate::oauth::RefreshTokenGrant) alone cannot, so
+//! give a fleet sharing one user's refresh token a highly available Redis.
+//!
+//! # Security
+//!
+//! A store holds access and refresh tokens in clear text: that is its
+//! purpose. The [`FileStore`] creates its files with mode 0600 and warns
+//! about a file others can read; Redis must be one that only this
+//! application can reach (ACLs, TLS). Keys are hashes ([`StoreKey`]) and
+//! hold no secret; logs, errors and `Debug` output never show a token (B8).
+//!
+//! # Writing a store
+//!
+//! Implement [`TokenStore`]: three methods returning boxed futures, like
+//! [`TokenSource`](crate::TokenSource). Keep what `load` cannot decode to
+//! yourself (log it, return `Ok(None)`): the next save replaces it. Return
+//! an error only when the store cannot be used now, and the cache will
+//! carry on alone.
+
+mod error;
+mod file;
+mod key;
+mod lock;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod stored;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::source::BoxFuture;
+
+pub use self::error::StoreError;
+pub use self::file::FileStore;
+pub use self::key::StoreKey;
+pub use self::lock::{HeldLock, StoreLock};
+pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{
+    DEFAULT_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_REFRESH_TOKEN_TTL, RedisStore,
+};
+pub use self::stored::StoredToken;
+
+pub(crate) use self::stored::instant_to_wall;
+
+/// Where tokens are kept between refreshes, restarts and processes; see the
+/// [module documentation](self) for how a cache uses it.
+///
+/// The trait is object safe; the cache holds its store as
+/// `Arc<dyn TokenStore>`.
+///
+/// # Contract
+///
+/// * Entries are keyed by [`StoreKey`]; a store never needs to look inside
+///   one.
+/// * `load` returns what the last `save` of that key stored, or `None`.
+///   Data it cannot decode is logged and reported as `None`.
+/// * `save` replaces the entry, and is durable when it returns (as durable
+///   as the store is).
+/// * `try_lock` takes the key's refresh lock for `ttl` if nobody holds it,
+///   with a value unique to this holder, and returns `None` at once if
+///   somebody does. It never waits for the lock.
+/// * Errors mean "the store cannot be used now": the cache logs them and
+///   carries on alone.
+/// * Never log a token or put one into an error (B8).
+pub trait TokenStore: Send + Sync + 'static {
+    /// The token stored under `key`, if any.
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>>;
+
+    /// Stores `token` under `key`, replacing what was there.
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Takes the refresh lock of `key` for `ttl`, or returns `None` at once
+    /// when someone else holds it.
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>>;
+}
+
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        (**self).load(key)
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).save(key, token)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        (**self).try_lock(key, ttl)
+    }
+}
+
+impl<T: TokenStore + ?Sized> TokenStore for Box<T> {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        (**self).load(key)
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).save(key, token)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        (**self).try_lock(key, ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn _object_safe(_: &dyn TokenStore, _: Arc<dyn TokenStore>) {}
+}

@@ -1,0 +1,349 @@
+//! [`RedisStore`]: one token shared by every replica of a fleet.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::lock::unique_value;
+use super::{HeldLock, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
+use crate::source::BoxFuture;
+
+/// Default prefix of the Redis keys.
+pub const DEFAULT_KEY_PREFIX: &str = "tower-bearer:";
+
+/// Default time a token with a refresh token is kept in Redis: 30 days.
+/// The access token expires much sooner, but the refresh token must
+/// outlive it — a fleet restarted after the access token expired needs the
+/// refresh token, and a rotated one exists nowhere else.
+pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Default connection and response timeout of each Redis command: 1 s.
+/// Redis answers in well under a millisecond; a command that takes a second
+/// means Redis is gone, and the cache then carries on alone.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Compare-and-delete: release the lock only if we still hold it.
+const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Compare-and-extend: extend the lock only if we still hold it.
+const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
+/// A [`TokenStore`] in Redis (feature `redis`): the replicas of a fleet
+/// with one client id share one token, and exactly one of them refreshes
+/// it.
+///
+/// # Keys
+///
+/// For a [`StoreKey`] `K` and the prefix `P` (default
+/// [`DEFAULT_KEY_PREFIX`]):
+///
+/// * `P{K}` holds the [`StoredToken`] as JSON, with a time to live that
+///   matches the access token's expiry — or, when the token carries a
+///   refresh token, at least [`refresh_token_ttl`](Self::refresh_token_ttl)
+///   (default 30 days), so that the refresh token outlives its access token.
+/// * `P{K}:lock` is the refresh lock: `SET NX PX` with a value unique to
+///   its holder, extended (compare-and-`PEXPIRE`) and released
+///   (compare-and-`DEL`) by Lua scripts that act only while the value is
+///   still the holder's. A holder that dies loses it when its time to live
+///   ends.
+///
+/// The braces are a Redis Cluster hash tag: both keys of one token live in
+/// one slot.
+///
+/// # Connection
+///
+/// Commands go through a `redis` [`ConnectionManager`], created at the
+/// first command (so building a store needs no Redis and no runtime), which
+/// reconnects after Redis comes back. Each command gives up after
+/// [`timeout`](Self::timeout) (default 1 s). A failed command is a
+/// [`StoreError`]; the cache logs it and fetches tokens on its own until
+/// Redis answers again. Use the store from one tokio runtime.
+///
+/// # Security
+///
+/// Redis then holds access and refresh tokens in clear text. Use a Redis
+/// that only this application can reach, with ACLs (a user limited to the
+/// prefix: `~tower-bearer:*`) and TLS (a `rediss://` URL needs one of the
+/// `redis` crate's TLS features, enabled in your own `Cargo.toml`). The
+/// store's `Debug` shows the address and the database, never the password.
+///
+/// # Example
+///
+/// ```no_run
+/// use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+/// use tower_bearer::store::RedisStore;
+/// use tower_bearer::TokenCache;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::basic("my-client", "my-secret"),
+/// )
+/// .build()?;
+/// let grant = ClientCredentialsGrant::new(endpoint);
+/// let redis = RedisStore::new("redis://redis.internal:6379/0")?;
+///
+/// // Every replica builds the same cache: one of them fetches, all share.
+/// let cache = TokenCache::builder(grant.clone())
+///     .store(redis, grant.store_key())
+///     .build()?;
+/// # drop(cache);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    manager: Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    refresh_token_ttl: Duration,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// A store at the Redis `url` (`redis://[[user]:password@]host[:port][/db]`).
+    /// Connects at the first command.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the URL is not a Redis URL.
+    pub fn new(url: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
+        Ok(RedisStore::from_client(client))
+    }
+
+    /// A store over a `redis::Client` you configured (TLS, RESP3, …).
+    pub fn from_client(client: redis::Client) -> RedisStore {
+        RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                manager: Mutex::new(None),
+                prefix: DEFAULT_KEY_PREFIX.to_owned(),
+                refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+                timeout: DEFAULT_REDIS_TIMEOUT,
+            }),
+        }
+    }
+
+    /// The prefix of every key (default [`DEFAULT_KEY_PREFIX`]).
+    #[must_use]
+    pub fn key_prefix(self, prefix: impl Into<String>) -> RedisStore {
+        self.configure(|inner| inner.prefix = prefix.into())
+    }
+
+    /// How long a token with a refresh token stays in Redis at least
+    /// (default [`DEFAULT_REFRESH_TOKEN_TTL`]). Set it to your server's
+    /// refresh-token lifetime.
+    #[must_use]
+    pub fn refresh_token_ttl(self, ttl: Duration) -> RedisStore {
+        self.configure(|inner| inner.refresh_token_ttl = ttl)
+    }
+
+    /// The connection and response timeout of each command (default
+    /// [`DEFAULT_REDIS_TIMEOUT`]).
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> RedisStore {
+        self.configure(|inner| inner.timeout = timeout)
+    }
+
+    fn configure(self, f: impl FnOnce(&mut Inner)) -> RedisStore {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            client: shared.client.clone(),
+            manager: Mutex::new(None),
+            prefix: shared.prefix.clone(),
+            refresh_token_ttl: shared.refresh_token_ttl,
+            timeout: shared.timeout,
+        });
+        f(&mut inner);
+        RedisStore {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The key that holds the token of `key`.
+    pub fn token_key(&self, key: &StoreKey) -> String {
+        format!("{}{{{}}}", self.inner.prefix, key.as_str())
+    }
+
+    /// The key that holds the refresh lock of `key`.
+    pub fn lock_key(&self, key: &StoreKey) -> String {
+        format!("{}{{{}}}:lock", self.inner.prefix, key.as_str())
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let mut slot = self
+            .inner
+            .manager
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(manager) = &*slot {
+            return Ok(manager.clone());
+        }
+        let timeout = self.inner.timeout;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Fail fast while Redis is down: the cache has a fallback, and
+            // the next command tries again.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(self.inner.client.clone(), config)
+            .map_err(StoreError::unavailable)?;
+        *slot = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// How long Redis keeps `token`: until its access token expires, or at
+    /// least the refresh-token time to live when it has a refresh token.
+    fn ttl_of(&self, token: &StoredToken) -> Duration {
+        let access = token
+            .time_to_live(SystemTime::now())
+            .unwrap_or(crate::cache::DEFAULT_LIFETIME);
+        let ttl = if token.refresh_token().is_some() {
+            access.max(self.inner.refresh_token_ttl)
+        } else {
+            access
+        };
+        ttl.max(Duration::from_millis(1))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl TokenStore for RedisStore {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection()?;
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.token_key(key))
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::unavailable)?;
+            let Some(bytes) = bytes else { return Ok(None) };
+            match StoredToken::from_json(&bytes) {
+                Ok(token) => Ok(Some(token)),
+                Err(error) => {
+                    tracing::warn!(
+                        %key,
+                        %error,
+                        "ignoring an unreadable token in Redis; the next token saved replaces it"
+                    );
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection()?;
+            redis::cmd("SET")
+                .arg(self.token_key(key))
+                .arg(token.to_json())
+                .arg("PX")
+                .arg(millis(self.ttl_of(token)))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(StoreError::unavailable)
+        })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection()?;
+            let lock_key = self.lock_key(key);
+            let value = unique_value();
+            let reply: Option<String> = redis::cmd("SET")
+                .arg(&lock_key)
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::unavailable)?;
+            Ok(reply.map(|_| {
+                StoreLock::new(RedisLock {
+                    conn,
+                    key: lock_key,
+                    value,
+                })
+            }))
+        })
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.inner.client.get_connection_info();
+        f.debug_struct("RedisStore")
+            .field("addr", &format_args!("{}", info.addr()))
+            .field("db", &info.redis_settings().db())
+            .field("prefix", &self.inner.prefix)
+            .field("refresh_token_ttl", &self.inner.refresh_token_ttl)
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+struct RedisLock {
+    conn: ConnectionManager,
+    key: String,
+    value: String,
+}
+
+impl HeldLock for RedisLock {
+    fn extend(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let extended: i64 = redis::cmd("EVAL")
+                .arg(EXTEND)
+                .arg(1)
+                .arg(&self.key)
+                .arg(&self.value)
+                .arg(millis(ttl))
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::unavailable)?;
+            Ok(extended == 1)
+        })
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        let RedisLock {
+            mut conn,
+            key,
+            value,
+        } = *self;
+        Box::pin(async move {
+            redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(&key)
+                .arg(&value)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(StoreError::unavailable)
+        })
+    }
+}

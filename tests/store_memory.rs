@@ -1,0 +1,420 @@
+//! The cache with a store, in one process: several caches sharing a
+//! [`MemoryStore`] stand in for the replicas of a fleet. Paused, frozen
+//! clock; the store's lock times to live run on tokio's clock, so every
+//! timing here is exact.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{FrozenClock, settle_until};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, advance};
+use tower_bearer::source::BoxFuture;
+use tower_bearer::store::{MemoryStore, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
+use tower_bearer::{Error, Token, TokenCache, TokenCacheBuilder, TokenSource, source};
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// A source that counts its calls (shared by every cache of a test, like a
+/// token endpoint) and issues `tok-1`, `tok-2`, … living `lifetime`.
+fn counting(requests: &Arc<AtomicUsize>, lifetime: Duration) -> impl TokenSource {
+    let requests = requests.clone();
+    source::from_fn(move |_previous| {
+        let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok(Token::new(format!("tok-{n}")).with_expires_in(lifetime)) }
+    })
+}
+
+fn key() -> StoreKey {
+    StoreKey::new(["store_memory", "api"])
+}
+
+/// Lets every task that can run do so, without moving the clock. Nothing
+/// here does real I/O, so a few rounds are enough.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn spawn_token(cache: &TokenCache) -> JoinHandle<Result<Token, Error>> {
+    let cache = cache.clone();
+    tokio::spawn(async move { cache.token().await })
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_of_8_caches_makes_one_token_request_per_token_lifetime() {
+    // Tokens live 100 s and are used for all of it: no refresh ahead, no
+    // leeway, so a token's lifetime is its refresh period, and the 300 s
+    // the test runs hold exactly 3 of them (requests at 0, 100 and 200 s;
+    // the next would be at 300 s, which the test stops short of). Each
+    // simulated second, every cache serves 3 calls.
+    const LIFETIME: Duration = Duration::from_secs(100);
+    const CACHES: usize = 8;
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let caches: Vec<TokenCache> = (0..CACHES)
+        .map(|_| {
+            TokenCache::builder(counting(&requests, LIFETIME))
+                .no_refresh_ahead()
+                .leeway(Duration::ZERO)
+                .store(store.clone(), key())
+                .build()
+                .unwrap()
+        })
+        .collect();
+
+    let start = Instant::now();
+    let mut calls = 0;
+    while Instant::now() - start < 3 * LIFETIME {
+        let pending: Vec<_> = caches
+            .iter()
+            .flat_map(|cache| [spawn_token(cache), spawn_token(cache), spawn_token(cache)])
+            .collect();
+        // Callers whose cache waits for another cache's token wait one poll
+        // interval of the store (100 ms).
+        settle().await;
+        advance(MS(100)).await;
+        settle().await;
+        for call in pending {
+            assert!(call.is_finished(), "a call still waits after 100 ms");
+            call.await.unwrap().unwrap();
+            calls += 1;
+        }
+        advance(MS(900)).await;
+    }
+
+    assert_eq!(calls, 300 * 3 * CACHES);
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "one token request per lifetime"
+    );
+    let stats: Vec<_> = caches.iter().map(TokenCache::stats).collect();
+    let fetched: u64 = stats.iter().map(|s| s.token_requests).sum();
+    let adopted: u64 = stats.iter().map(|s| s.adopted_from_store).sum();
+    assert_eq!(fetched, 3, "{stats:#?}");
+    assert_eq!(adopted, 3 * (CACHES as u64 - 1), "{stats:#?}");
+    assert!(stats.iter().all(|s| s.store_errors == 0), "{stats:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_caches_take_the_token_another_cache_refreshed_ahead() {
+    // Default refresh ahead (80 %, jitter up to 5 %): the first cache to
+    // turn stale refreshes, the others find its token fresh in the store.
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let caches: Vec<TokenCache> = (0..4)
+        .map(|_| {
+            TokenCache::builder(counting(&requests, S(100)))
+                .store(store.clone(), key())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for cache in &caches {
+        let call = spawn_token(cache);
+        settle().await;
+        advance(MS(100)).await;
+        settle().await;
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+
+    // Into the stale window of every cache (≥ 80 s − 5 s of jitter).
+    advance(S(81)).await;
+    for cache in &caches {
+        let token = spawn_token(cache);
+        settle().await;
+        advance(MS(100)).await;
+        settle().await;
+        token.await.unwrap().unwrap();
+    }
+    settle().await;
+    advance(MS(100)).await;
+    settle().await;
+
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    for cache in &caches {
+        assert_eq!(support::cached_token(cache).as_deref(), Some("tok-2"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_lock_holder_delays_the_others_by_at_most_the_lock_ttl() {
+    const TTL: Duration = Duration::from_secs(10);
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    // Another process took the lock and died: nobody releases it.
+    let lock = store.try_lock(&key(), TTL).await.unwrap().unwrap();
+    std::mem::forget(lock);
+    let taken = Instant::now();
+    let cache = TokenCache::builder(counting(&requests, S(300)))
+        .store(store.clone(), key())
+        .store_lock_ttl(TTL)
+        .build()
+        .unwrap();
+
+    let call = spawn_token(&cache);
+    settle().await;
+    assert_eq!(cache.stats().store_waits, 1);
+    while !call.is_finished() {
+        advance(MS(100)).await;
+        settle().await;
+        assert!(Instant::now() - taken <= TTL + MS(100), "still waiting");
+    }
+
+    let waited = Instant::now() - taken;
+    assert!(
+        waited >= TTL,
+        "took over a lock that had not lapsed: {waited:?}"
+    );
+    call.await.unwrap().unwrap();
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_lock_holder_releases_its_lock_at_once() {
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let started = Arc::new(AtomicUsize::new(0));
+    // The holder's token endpoint never answers.
+    let hanging = {
+        let started = started.clone();
+        source::from_fn(move |_| {
+            started.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<Token, Error>>()
+        })
+    };
+    let holder = TokenCache::builder(hanging)
+        .store(store.clone(), key())
+        .build()
+        .unwrap();
+    let waiter = TokenCache::builder(counting(&requests, S(300)))
+        .store(store.clone(), key())
+        .build()
+        .unwrap();
+    let holder_call = spawn_token(&holder);
+    settle_until(|| started.load(Ordering::SeqCst) == 1).await;
+    let waiter_call = spawn_token(&waiter);
+    settle().await;
+    assert_eq!(waiter.stats().store_waits, 1);
+
+    // The holder goes away: its refresh (and the lock guard in it) is
+    // dropped, which releases the lock.
+    holder_call.abort();
+    drop(holder);
+    settle().await;
+    let dropped = Instant::now();
+    while !waiter_call.is_finished() {
+        advance(MS(100)).await;
+        settle().await;
+        assert!(
+            Instant::now() - dropped <= MS(100),
+            "the lock was not released"
+        );
+    }
+
+    assert_eq!(
+        waiter_call.await.unwrap().unwrap().access_token().secret(),
+        "tok-1"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_live_holder_keeps_its_lock_by_extending_it() {
+    // The holder's token request takes 20 s, twice the lock's time to live.
+    // It extends the lock every 10/3 s, so the waiter never takes over: it
+    // gets the holder's token, and the endpoint sees one request.
+    const TTL: Duration = Duration::from_secs(10);
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let slow = {
+        let requests = requests.clone();
+        source::from_fn(move |_| {
+            let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(S(20)).await;
+                Ok(Token::new(format!("tok-{n}")).with_expires_in(S(300)))
+            }
+        })
+    };
+    let build = |source| -> TokenCache {
+        TokenCache::builder_from_arc(source)
+            .store(store.clone(), key())
+            .store_lock_ttl(TTL)
+            .attempt_timeout(S(60))
+            .build()
+            .unwrap()
+    };
+    let slow: Arc<dyn TokenSource> = Arc::new(slow);
+    let holder = build(slow);
+    let waiter = build(Arc::new(counting(&requests, S(300))));
+    let holder_call = spawn_token(&holder);
+    settle_until(|| requests.load(Ordering::SeqCst) == 1).await;
+    let waiter_call = spawn_token(&waiter);
+    settle().await;
+
+    for _ in 0..210 {
+        advance(MS(100)).await;
+        settle().await;
+    }
+
+    assert_eq!(
+        holder_call.await.unwrap().unwrap().access_token().secret(),
+        "tok-1"
+    );
+    assert_eq!(
+        waiter_call.await.unwrap().unwrap().access_token().secret(),
+        "tok-1"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert_eq!(waiter.stats().adopted_from_store, 1);
+}
+
+/// A store that is always down.
+struct DownStore;
+
+impl TokenStore for DownStore {
+    fn load<'a>(
+        &'a self,
+        _: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        Box::pin(async { Err(StoreError::unavailable("connection refused")) })
+    }
+    fn save<'a>(
+        &'a self,
+        _: &'a StoreKey,
+        _: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Err(StoreError::unavailable("connection refused")) })
+    }
+    fn try_lock<'a>(
+        &'a self,
+        _: &'a StoreKey,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        Box::pin(async { Err(StoreError::unavailable("connection refused")) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_is_down_is_bypassed_and_counted() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let cache = TokenCache::builder(counting(&requests, S(300)))
+        .store(DownStore, key())
+        .build()
+        .unwrap();
+
+    let token = cache.token().await.unwrap();
+
+    assert_eq!(token.access_token().secret(), "tok-1");
+    let stats = cache.stats();
+    assert_eq!(stats.token_requests, 1);
+    assert_eq!(stats.store_errors, 2, "load, then save: {stats:?}");
+    assert_eq!(stats.refresh_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_refresh_sees_each_fetched_token_before_it_is_handed_out() {
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let build = |name: &'static str| -> TokenCache {
+        let seen = seen.clone();
+        let store_for_hook = store.clone();
+        TokenCache::builder(counting(&requests, S(300)))
+            .store(store.clone(), key())
+            .on_refresh(move |token| {
+                // The store already has it: hooks run after the save.
+                let stored = store_for_hook.get(&key()).expect("saved before the hook");
+                assert_eq!(stored.access_token(), token.access_token());
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{name}:{}", token.access_token().secret()));
+            })
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build("a"), build("b"));
+
+    a.token().await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["a:tok-1"],
+        "called before token() returned"
+    );
+    b.token().await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["a:tok-1"],
+        "not called for a token from the store"
+    );
+    assert!(b.invalidate(&b.token().await.unwrap()));
+    b.token().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["a:tok-1", "b:tok-2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_hook_does_not_fail_the_refresh() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let cache = TokenCache::builder(counting(&requests, S(300)))
+        .on_refresh(|_| panic!("hook bug"))
+        .build()
+        .unwrap();
+    assert_eq!(
+        cache.token().await.unwrap().access_token().secret(),
+        "tok-1"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_token_is_not_taken_back_from_the_store() {
+    // B6 with a store: the store still holds the token the server just
+    // rejected; the refresh must fetch, not install it again.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let cache = TokenCache::builder(counting(&requests, S(300)))
+        .store(store.clone(), key())
+        .build()
+        .unwrap();
+    let first = cache.token().await.unwrap();
+
+    assert!(cache.invalidate(&first));
+    let second = cache.token().await.unwrap();
+
+    assert_eq!(second.access_token().secret(), "tok-2");
+    assert_eq!(
+        store.get(&key()).unwrap().access_token().secret(),
+        "tok-2",
+        "the new token replaced the rejected one in the store"
+    );
+}
+
+#[test]
+fn store_settings_are_checked_when_the_cache_is_built() {
+    let builder = || -> TokenCacheBuilder {
+        TokenCache::builder(source::StaticToken::new("k")).store(MemoryStore::new(), key())
+    };
+    assert!(builder().store_lock_ttl(MS(1)).build().is_err());
+    assert!(builder().store_lock_ttl(S(1)).build().is_ok());
+    // Order does not matter.
+    assert!(
+        TokenCache::builder(source::StaticToken::new("k"))
+            .store_lock_ttl(MS(1))
+            .store(MemoryStore::new(), key())
+            .build()
+            .is_err()
+    );
+}

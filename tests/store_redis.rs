@@ -1,0 +1,442 @@
+//! The Redis store against a real `redis-server` (a private one per test,
+//! on a free loopback port: see `support::redis`; a missing binary fails
+//! the tests). Redis keeps its own time, so these tests run on real time:
+//! traffic for a few seconds, token lifetimes of 1–2 s.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::redis::RedisServer;
+use support::{
+    TestServer, api_server, h2_client, http_client, http_source, settle_until, token_server,
+};
+use tower::{Layer, ServiceExt};
+use tower_bearer::store::{RedisStore, StoreKey, StoredToken, TokenStore};
+use tower_bearer::{AuthLayer, CacheStats, Error, Token, TokenCache, source};
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn key() -> StoreKey {
+    StoreKey::new(["store_redis", "api"])
+}
+
+/// A raw connection, to look at what the store wrote.
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A cache of the fleet: tokens from `tokens`, used for their whole
+/// lifetime (no refresh ahead, no leeway), shared through `store`.
+fn replica(tokens: &TestServer, store: Option<&RedisStore>) -> TokenCache {
+    let builder = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .no_refresh_ahead()
+        .leeway(Duration::ZERO);
+    match store {
+        Some(store) => builder.store(store.clone(), key()),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+/// Calls `api` through each cache from 2 callers per cache, one call every
+/// 5 ms each, for `duration`. Returns the number of successful calls, and
+/// fails the test on any failed one.
+async fn traffic(caches: &[TokenCache], api: &TestServer, duration: Duration) -> usize {
+    let end = Instant::now() + duration;
+    let mut callers = Vec::new();
+    for cache in caches {
+        let client = AuthLayer::new(cache.clone()).layer(h2_client());
+        for _ in 0..2 {
+            let (client, url) = (client.clone(), api.url("/"));
+            callers.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                while Instant::now() < end {
+                    let request = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
+                    match client.clone().oneshot(request).await {
+                        Ok(rsp) if rsp.status() == StatusCode::OK => ok += 1,
+                        Ok(rsp) => failed.push(rsp.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    tokio::time::sleep(MS(5)).await;
+                }
+                (ok, failed)
+            }));
+        }
+    }
+    let mut calls = 0;
+    for caller in callers {
+        let (ok, failed) = caller.await.unwrap();
+        assert!(failed.is_empty(), "failed calls: {failed:?}");
+        calls += ok;
+    }
+    calls
+}
+
+fn total(caches: &[TokenCache]) -> CacheStats {
+    let mut sum = CacheStats::default();
+    for s in caches.iter().map(TokenCache::stats) {
+        sum.token_requests += s.token_requests;
+        sum.adopted_from_store += s.adopted_from_store;
+        sum.store_errors += s.store_errors;
+        sum.store_waits += s.store_waits;
+    }
+    sum
+}
+
+// === the store itself ===
+
+#[tokio::test]
+async fn redis_store_saves_with_a_ttl_and_locks_with_unique_values() {
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let mut conn = raw(&redis).await;
+    let key = key();
+
+    // A token without a refresh token lives in Redis until it expires.
+    let token = Token::new("at-1").with_expires_in(S(120));
+    store
+        .save(&key, &StoredToken::from_token(&token))
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.token_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((118_000..=120_000).contains(&ttl), "{ttl}");
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.access_token().secret(), "at-1");
+
+    // With a refresh token, at least the refresh-token time to live.
+    let token = token.with_refresh_token("rt-1");
+    store
+        .save(&key, &StoredToken::from_token(&token))
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.token_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 29 * 24 * 3600 * 1000, "{ttl}");
+
+    // The lock: exclusive, with a time to live, released only by its holder.
+    let lock = store.try_lock(&key, S(5)).await.unwrap().expect("free");
+    assert!(store.try_lock(&key, S(5)).await.unwrap().is_none());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.lock_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((4_000..=5_000).contains(&ttl), "{ttl}");
+    assert!(lock.extend(S(20)).await.unwrap());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.lock_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 19_000, "{ttl}");
+    // Someone else's lock (ours lapsed and was taken over) is left alone.
+    let _: () = redis::cmd("SET")
+        .arg(store.lock_key(&key))
+        .arg("someone-else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!lock.extend(S(20)).await.unwrap());
+    lock.release().await.unwrap();
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(store.lock_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some("someone-else"));
+    let _: () = redis::cmd("DEL")
+        .arg(store.lock_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lock = store
+        .try_lock(&key, S(5))
+        .await
+        .unwrap()
+        .expect("free again");
+    // Dropped: released by a task of its own, in a round trip or two.
+    drop(lock);
+    let mut tries = 0;
+    while store.try_lock(&key, S(5)).await.unwrap().is_none() {
+        tries += 1;
+        assert!(tries < 100, "a dropped lock was not released");
+    }
+}
+
+#[tokio::test]
+async fn redis_odd_values_are_ignored_or_overwritten_never_a_panic() {
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let mut conn = raw(&redis).await;
+    let token_key = store.token_key(&key());
+    let tokens = token_server(300).await;
+
+    for odd in [
+        &b"garbage"[..],
+        b"",
+        b"{\"version\":9}",
+        b"\xff\xfe",
+        b"{\"version\":1,\"access_token\":\"\",\"issued_at_ms\":0}",
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&token_key)
+            .arg(odd)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(store.load(&key()).await.unwrap().is_none());
+    }
+    // A key of another type: the store errs, the cache carries on and its
+    // save replaces the key.
+    let _: () = redis::cmd("DEL")
+        .arg(&token_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&token_key)
+        .arg("a")
+        .arg("b")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.load(&key()).await.unwrap_err().is_unavailable());
+    let cache = replica(&tokens, Some(&store));
+    let token = cache.token().await.unwrap();
+    assert_eq!(token.access_token().secret(), "tok-1");
+    assert!(cache.stats().store_errors >= 1);
+    let stored = store.load(&key()).await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "tok-1");
+    // Debug never shows the password of the URL.
+    let with_password = RedisStore::new("redis://:hunter2@127.0.0.1:1/0").unwrap();
+    assert!(!format!("{with_password:?}").contains("hunter2"));
+}
+
+// === a fleet ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fleet_of_8_caches_makes_exactly_3_token_requests_in_3_lifetimes() {
+    // 8 caches stand in for 8 replicas. Tokens live 2 s and are used for
+    // all of it (no refresh ahead, no leeway), so one token lifetime is one
+    // refresh period: requests at about 0, 2 and 4 s. Traffic stops at
+    // 5.5 s, before the fourth; whichever cache finds the token expired
+    // first refreshes, the other 7 take its token from Redis.
+    const CACHES: usize = 8;
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let tokens = token_server(2).await;
+    let api = api_server(|_| true).await;
+    let caches: Vec<TokenCache> = (0..CACHES)
+        .map(|_| replica(&tokens, Some(&store)))
+        .collect();
+
+    let calls = traffic(&caches, &api, MS(5_500)).await;
+
+    let stats = total(&caches);
+    eprintln!("{calls} calls; {stats:?}");
+    assert_eq!(tokens.requests(), 3, "{stats:?}");
+    assert_eq!(stats.token_requests, 3, "{stats:?}");
+    assert_eq!(
+        stats.adopted_from_store,
+        3 * (CACHES as u64 - 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.store_errors, 0, "{stats:?}");
+    assert!(calls > 1000, "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_crashed_lock_holder_delays_the_others_by_at_most_the_lock_ttl() {
+    const TTL: Duration = Duration::from_secs(1);
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let tokens = token_server(300).await;
+    // Another replica took the lock and crashed: nobody will release it.
+    let lock = store.try_lock(&key(), TTL).await.unwrap().unwrap();
+    std::mem::forget(lock);
+    let taken = Instant::now();
+    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .store(store.clone(), key())
+        .store_lock_ttl(TTL)
+        .build()
+        .unwrap();
+
+    let token = cache.token().await.unwrap();
+
+    let waited = taken.elapsed();
+    assert_eq!(token.access_token().secret(), "tok-1");
+    assert!(
+        waited >= TTL - MS(50),
+        "did not wait for the lock: {waited:?}"
+    );
+    assert!(
+        waited <= TTL + MS(400),
+        "waited {waited:?}, more than the lock TTL and a poll"
+    );
+    assert_eq!(cache.stats().store_waits, 1);
+    assert_eq!(tokens.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lock_holder_dropped_mid_refresh_delays_the_others_by_at_most_the_lock_ttl() {
+    const TTL: Duration = Duration::from_secs(1);
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let tokens = token_server(300).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    // The holder's token endpoint never answers.
+    let hanging = {
+        let started = started.clone();
+        source::from_fn(move |_| {
+            started.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<Token, Error>>()
+        })
+    };
+    let holder = TokenCache::builder(hanging)
+        .store(store.clone(), key())
+        .store_lock_ttl(TTL)
+        .build()
+        .unwrap();
+    let other = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .store(store.clone(), key())
+        .store_lock_ttl(TTL)
+        .build()
+        .unwrap();
+    let holder_call = tokio::spawn({
+        let holder = holder.clone();
+        async move { holder.token().await }
+    });
+    settle_until(|| started.load(Ordering::SeqCst) == 1).await;
+    let other_call = tokio::spawn({
+        let other = other.clone();
+        async move { other.token().await }
+    });
+    settle_until(|| other.stats().store_waits == 1).await;
+
+    // The holder dies: its refresh future is dropped mid-request.
+    holder_call.abort();
+    drop(holder);
+    let died = Instant::now();
+    let token = other_call.await.unwrap().unwrap();
+
+    let delay = died.elapsed();
+    assert_eq!(token.access_token().secret(), "tok-1");
+    assert!(delay <= TTL, "the others were delayed {delay:?}");
+    assert_eq!(tokens.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_calls_keep_succeeding_and_sharing_resumes_after_restart() {
+    // Two replicas, tokens of 1 s used for all of it.
+    let mut redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let tokens = token_server(1).await;
+    let api = api_server(|_| true).await;
+    let caches = [
+        replica(&tokens, Some(&store)),
+        replica(&tokens, Some(&store)),
+    ];
+
+    // Shared: one token request per lifetime (3 lifetimes: at most 3 + the
+    // edge of the window).
+    traffic(&caches, &api, S(3)).await;
+    let shared = total(&caches);
+    assert!(shared.adopted_from_store >= 2, "{shared:?}");
+    assert_eq!(shared.store_errors, 0, "{shared:?}");
+
+    // Redis dies: every call still succeeds; each replica fetches alone.
+    redis.stop();
+    let before = tokens.requests();
+    traffic(&caches, &api, S(3)).await;
+    let alone = total(&caches);
+    assert!(alone.store_errors > shared.store_errors, "{alone:?}");
+    assert!(
+        tokens.requests() - before >= 4,
+        "each replica fetched on its own: {alone:?}"
+    );
+
+    // Redis is back (empty): after one more lifetime they share again.
+    redis.restart();
+    traffic(&caches, &api, S(2)).await;
+    let resumed = total(&caches);
+    let before = tokens.requests();
+    traffic(&caches, &api, S(2)).await;
+    let after = total(&caches);
+    assert!(
+        after.adopted_from_store > resumed.adopted_from_store,
+        "sharing did not resume: {resumed:?} then {after:?}"
+    );
+    assert!(
+        tokens.requests() - before <= 3,
+        "{} token requests in 2 lifetimes of 2 replicas: not shared ({after:?})",
+        tokens.requests() - before
+    );
+    assert_eq!(after.store_errors, resumed.store_errors, "{after:?}");
+}
+
+// === measurements for BENCHMARKS.md ===
+
+/// Token requests per token lifetime for N = 1, 2, 4, 8 replicas, with and
+/// without Redis, with the default refresh ahead (at 80 % of the lifetime,
+/// minus up to 5 % jitter) and a leeway of 5 % of the lifetime (as 60 s is
+/// of a one-hour token; the default 60 s would be capped at half of these
+/// 2-s tokens and make refresh ahead start at 40 %). One cache alone then
+/// refreshes every 75–80 % of a lifetime: 1.25–1.33 requests per lifetime.
+/// Run with
+/// `cargo test --release --all-features --test store_redis -- --ignored --nocapture fleet_table`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: about 2 minutes"]
+async fn fleet_table() {
+    const LIFETIME: u64 = 2;
+    const LIFETIMES: u64 = 10;
+    let redis = RedisServer::start();
+    println!("| replicas | without a store | with RedisStore |");
+    println!("| ---: | ---: | ---: |");
+    for n in [1usize, 2, 4, 8] {
+        let mut row = Vec::new();
+        for shared in [false, true] {
+            let store = RedisStore::new(&redis.url())
+                .unwrap()
+                .key_prefix(format!("table-{n}-{shared}-{:?}:", SystemTime::now()));
+            let tokens = token_server(LIFETIME).await;
+            let api = api_server(|_| true).await;
+            let caches: Vec<TokenCache> = (0..n)
+                .map(|_| {
+                    let builder =
+                        TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+                            .leeway(MS(100));
+                    if shared {
+                        builder.store(store.clone(), key())
+                    } else {
+                        builder
+                    }
+                    .build()
+                    .unwrap()
+                })
+                .collect();
+            traffic(&caches, &api, S(LIFETIME * LIFETIMES)).await;
+            row.push(tokens.requests() as f64 / LIFETIMES as f64);
+        }
+        println!("| {n} | {:.2} | {:.2} |", row[0], row[1]);
+    }
+}
