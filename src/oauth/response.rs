@@ -90,7 +90,9 @@ const SCAN: usize = 4096;
 /// characters, so a message stays under 120 characters. The grants of this
 /// module scrub their own secrets (client secret, password, refresh token,
 /// in every encoding they were sent in) from that excerpt and from
-/// `error_description` first (B8).
+/// `error_description` first (B8). A 2xx body that is not a JSON object is
+/// described by its content type and length only: it may be a token
+/// response in another format, tokens included.
 ///
 /// # Errors
 ///
@@ -140,9 +142,11 @@ pub(crate) fn parse(
     }
     match object {
         Some(object) => success(object),
+        // B8: a 2xx body is where tokens travel (a form-encoded or
+        // truncated token response, say): describe it, never quote it.
         None => Err(Error::invalid_response(format!(
             "not a JSON object ({})",
-            describe(headers, body, secrets)
+            shape(headers, body)
         ))),
     }
 }
@@ -292,18 +296,13 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// What an unexpected body was, for an error message: its content type,
-/// length, and the title of an HTML page or the first line of plain text,
-/// scrubbed of `secrets` and cut short.
+/// What an error page was, for an error message: its [`shape`], and the
+/// title of an HTML page or the first line of plain text, scrubbed of
+/// `secrets` and cut short. Only for non-2xx responses: a 2xx body may carry
+/// tokens and is never quoted.
 fn describe(headers: &HeaderMap, body: &[u8], secrets: &[String]) -> String {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| printable(v, MAX_CONTENT_TYPE));
-    let mut out = match &content_type {
-        Some(ct) => format!("{ct}, {} bytes", body.len()),
-        None => format!("no content type, {} bytes", body.len()),
-    };
+    let content_type = content_type(headers);
+    let mut out = shape(headers, body);
     let head = String::from_utf8_lossy(&body[..body.len().min(SCAN)]);
     let excerpt = html_title(&head).or_else(|| {
         let is_text = content_type
@@ -322,6 +321,21 @@ fn describe(headers: &HeaderMap, body: &[u8], secrets: &[String]) -> String {
         }
     }
     out
+}
+
+/// The content type and the length of a body, and nothing of its content.
+fn shape(headers: &HeaderMap, body: &[u8]) -> String {
+    match content_type(headers) {
+        Some(ct) => format!("{ct}, {} bytes", body.len()),
+        None => format!("no content type, {} bytes", body.len()),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| printable(v, MAX_CONTENT_TYPE))
 }
 
 /// The text of the first `<title>` element, if any.
@@ -607,6 +621,26 @@ mod tests {
             br#"{"error":"invalid_client","error_description":"secret s3cr3t%20x is wrong"}"#;
         let err = parse(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body, &secrets).unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn b8_a_2xx_body_that_is_not_json_is_described_but_never_quoted() {
+        // A token response in another format (as GitHub sends without
+        // `Accept: application/json`), or cut short: tokens in plain text.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        for body in [
+            "access_token=gho_t0k3n&token_type=bearer&refresh_token=ghr_r3fr3sh",
+            r#"{"access_token":"gho_t0k3n","refresh_token":"ghr_r3fr3sh""#,
+            "<title>gho_t0k3n</title>",
+        ] {
+            let err = parse_token_response(StatusCode::OK, &headers, body.as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+            let message = format!("{err} {err:?}");
+            assert!(!message.contains("t0k3n"), "{message}");
+            assert!(!message.contains("r3fr3sh"), "{message}");
+            assert!(message.contains("text/plain"), "{message}");
+        }
     }
 
     #[test]
