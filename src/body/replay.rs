@@ -142,8 +142,9 @@ struct Shared<B> {
     /// The size hint of the original body when it was wrapped: the size of
     /// a whole copy, as far as it was known.
     size_hint: SizeHint,
-    /// The original body was known to be empty when it was wrapped: every
-    /// copy is at its end from the start, and none needs the recording.
+    /// The original body was at its end when it was wrapped (no data, no
+    /// trailers): every copy is at its end from the start, and none needs
+    /// the recording.
     empty: bool,
 }
 
@@ -230,7 +231,9 @@ impl<B: Body> ReplayBody<B> {
             );
             return Err(body);
         }
-        let empty = body.is_end_stream() || size_hint.exact() == Some(0);
+        // Only `is_end_stream` says there is nothing left: a size hint of
+        // exactly 0 counts data bytes, and trailers may still follow.
+        let empty = body.is_end_stream();
         let recording = Recording {
             rest: Some(body),
             chunks: Vec::new(),
@@ -499,6 +502,11 @@ where
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.shared.empty {
+            // Nothing to send, and so nothing to take: copies of an empty
+            // body never contend for the recording.
+            return Poll::Ready(None);
+        }
         if let Turn::Waiting = self.turn {
             match self.shared.take() {
                 Ok(recording) => {

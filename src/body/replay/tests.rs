@@ -177,6 +177,27 @@ async fn trailers_only_body_is_replayed() {
 }
 
 #[tokio::test]
+async fn no_data_but_trailers_to_come_is_not_at_its_end() {
+    // The size hint says 0 bytes, yet trailers follow: taken for an empty
+    // body, it would end before them, on the first send as on the replay.
+    let body = Full::new(Bytes::new()).with_trailers(std::future::ready(Some(Ok(trailers()))));
+    let mut initial = ReplayBody::new(body);
+    let mut replay = initial.try_clone_body().expect("recorded");
+    assert!(!initial.is_end_stream());
+    assert!(!replay.is_end_stream());
+
+    assert_eq!(
+        read_all(&mut initial).await,
+        (String::new(), Some(trailers()))
+    );
+    assert!(replay.is_replayable());
+    assert_eq!(
+        read_all(&mut replay).await,
+        (String::new(), Some(trailers()))
+    );
+}
+
+#[tokio::test]
 async fn recorded_chunks_are_shared_not_copied() {
     let payload = Bytes::from_static(b"0123456789");
     let mut initial = ReplayBody::new(Full::new(payload.clone()));
