@@ -100,13 +100,12 @@ use crate::future::ResponseFuture;
 use crate::reject::{Classify, OnRejection, Standard, Verdict};
 use crate::{AuthLayer, AuthService, BoxError, TokenCache};
 
-/// A tonic request body can be replayed only when it is known to be empty.
-/// Wrap it in a [`ReplayBody`] (or use [`AuthChannel`]) to retry gRPC calls.
+/// A tonic request body can be replayed only when it is at its end (no
+/// data, no trailers). Wrap it in a [`ReplayBody`] (or use [`AuthChannel`])
+/// to retry gRPC calls.
 impl TryCloneBody for ::tonic::body::Body {
     fn try_clone_body(&self) -> Option<Self> {
-        use http_body::Body as _;
-        (self.is_end_stream() || self.size_hint().exact() == Some(0))
-            .then(::tonic::body::Body::empty)
+        crate::body::known_empty(self).then(::tonic::body::Body::empty)
     }
 }
 
@@ -358,5 +357,21 @@ where
 impl<F, ResB, C> fmt::Debug for IntoTonicFuture<F, ResB, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntoTonicFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    #[test]
+    fn body_with_no_data_but_trailers_to_come_is_not_copied_as_empty() {
+        let trailers = std::future::ready(Some(Ok(http::HeaderMap::new())));
+        let body = ::tonic::body::Body::new(Full::new(Bytes::new()).with_trailers(trailers));
+        assert!(body.try_clone_body().is_none(), "the copy would lose them");
+        assert!(::tonic::body::Body::empty().try_clone_body().is_some());
     }
 }

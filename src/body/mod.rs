@@ -12,7 +12,7 @@
 //! | body | replayed? |
 //! | --- | --- |
 //! | `Full<Bytes>`, `Bytes`, `String`, `Vec<u8>`, `Empty`, `()` | yes, copied before the first send (a reference count for `Bytes`) |
-//! | `BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` | only when known to be empty |
+//! | `BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` | only when at their end (`is_end_stream`) |
 //! | `reqwest::Body` (feature `reqwest`) | when buffered (`as_bytes()` is `Some`), copied |
 //! | [`ReplayBody<B>`] | recorded while it is sent, up to a cap (64 KiB by default) |
 //!
@@ -149,8 +149,10 @@ where
     }
 }
 
-fn known_empty<B: Body>(body: &B) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0)
+/// Whether `body` has nothing left to send. Only `is_end_stream` says so: a
+/// size hint of exactly 0 counts data bytes, and trailers may still follow.
+pub(crate) fn known_empty<B: Body>(body: &B) -> bool {
+    body.is_end_stream()
 }
 
 fn empty_with_error<D: Buf, E>() -> impl Body<Data = D, Error = E> + Send + Sync {
@@ -180,5 +182,14 @@ mod tests {
         let full: UnsyncBoxBody<Bytes, std::convert::Infallible> =
             UnsyncBoxBody::new(Full::new(Bytes::from_static(b"x")));
         assert!(full.try_clone_body().is_none());
+    }
+
+    #[test]
+    fn boxed_body_with_no_data_but_trailers_to_come_is_not_copied_as_empty() {
+        let trailers = std::future::ready(Some(Ok(http::HeaderMap::new())));
+        let body: UnsyncBoxBody<Bytes, std::convert::Infallible> =
+            UnsyncBoxBody::new(Full::new(Bytes::new()).with_trailers(trailers));
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.try_clone_body().is_none(), "the copy would lose them");
     }
 }
