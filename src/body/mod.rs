@@ -23,9 +23,9 @@
 //! attempt sends it, and the retry replays the recording, data and trailers.
 //! It is not replayed when the recording went over the cap (a body whose size
 //! hint is over the cap is not recorded at all), when the body failed, or
-//! when the first attempt still holds it as the rejection arrives (the server
-//! answered before the body was fully sent, and the client has not dropped
-//! it yet).
+//! when the first attempt's copy is still live as the rejection arrives: the
+//! client has neither sent it to its end nor dropped it (the server answered
+//! before the body was fully sent, or before the client first polled it).
 //!
 //! # Example
 //!
