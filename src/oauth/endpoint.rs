@@ -464,6 +464,8 @@ mod tests {
             "http://localhost:8080/token",
             "http://LOCALHOST/token",
             "http://[::1]:9400/token",
+            "HTTPS://idp.example/token",
+            "HTTP://127.0.0.1/token",
         ] {
             assert!(build(url).is_ok(), "{url}");
         }
@@ -476,6 +478,13 @@ mod tests {
             "http://10.0.0.1/token",
             "http://[::2]/token",
             "http://localhost.evil.example/token",
+            "HTTP://idp.example/token",
+            "Http://idp.example/token",
+            "http://127.0.0.1.nip.io/token",
+            "http://localhost./token",
+            "http://[::ffff:127.0.0.1]/token",
+            "http://0x7f000001/token",
+            "http://2130706433/token",
         ] {
             let err = build(url).unwrap_err();
             assert!(err.to_string().contains("plain http"), "{url}: {err}");
@@ -497,11 +506,20 @@ mod tests {
             "/token",
             "idp.example/token",
             "https://user:pass@idp.example/token",
+            "http://127.0.0.1@evil.example/token",
+            "http://localhost:80@evil.example/token",
             "not a url",
         ] {
             let err = build(url).unwrap_err();
             assert!(!err.to_string().contains("pass@"), "{err}");
         }
+        // Credentials are refused even where plain http is allowed.
+        let err = TokenEndpoint::builder("http://127.0.0.1@evil.example/", ClientAuth::none("id"))
+            .allow_insecure_http()
+            .transport(stub())
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("credentials"), "{err}");
     }
 
     #[test]
