@@ -71,9 +71,10 @@ pub trait TryCloneBody: Sized {
     fn try_clone_body(&self) -> Option<Self>;
 
     /// Called on the copy after the first response arrived: whether it can be
-    /// sent now. `true` unless the type says otherwise (a body that is
-    /// recorded while it is sent can only be replayed once it was fully
-    /// recorded).
+    /// sent now. `true` unless the type says otherwise: a [`ReplayBody`] is
+    /// replayable only once no other copy may still send it (the first
+    /// attempt's body was sent to its end or dropped), and while its
+    /// recording is whole (not over the cap, no error).
     fn is_replayable(&self) -> bool {
         true
     }
