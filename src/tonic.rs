@@ -138,6 +138,32 @@ pub const DEFAULT_RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 /// Applies [`AuthChannel`]: fresh tokens and one retry after
 /// UNAUTHENTICATED, for a tonic channel. See the [module documentation](self).
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tonic::transport::Channel;
+/// use tonic_health::pb::health_client::HealthClient;
+/// use tower::ServiceBuilder;
+/// use tower_bearer::{source::StaticToken, tonic::AuthChannelLayer, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = TokenCache::new(StaticToken::new("t0k3n"));
+/// let channel = Channel::from_static("http://127.0.0.1:50051").connect().await?;
+/// let channel = ServiceBuilder::new()
+///     .layer(
+///         AuthChannelLayer::new(cache)
+///             .replay_cap(16 * 1024)                      // larger messages are sent once
+///             .release_wait(Duration::from_millis(200)),  // hold a rejection at most this long
+///     )
+///     .service(channel);
+/// let health = HealthClient::new(channel);
+/// # drop(health);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct AuthChannelLayer<C = Standard> {
     auth: AuthLayer<C>,
