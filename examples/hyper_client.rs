@@ -26,13 +26,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_bearer::body::{ReplayBody, ReplayBodyLayer};
-use tower_bearer::{AuthLayer, BoxError, Error, Token, TokenCache, TokenSource, source};
+use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+use tower_bearer::{AuthLayer, BoxError, ConfigError, TokenCache};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
     let tokens = serve(token_endpoint()).await;
     let api = serve(Router::new().route("/v1/echo", post(echo))).await;
-    let cache = TokenCache::new(token_source(format!("http://{tokens}/token")));
+    let cache = TokenCache::new(token_source(format!("http://{tokens}/token"))?);
 
     // 1. A hyper-util client with buffered bodies: `Full<Bytes>` is copied
     //    (a reference count) before it is sent, for the one retry.
@@ -57,7 +58,7 @@ async fn main() -> Result<(), BoxError> {
     // 2. A streaming body: chunks produced while the request is sent. The
     //    ReplayBodyLayer records them (up to 64 KiB) so the retry can send
     //    them again. A fresh cache, so this one starts with a rejected token.
-    let cache = TokenCache::new(token_source(format!("http://{tokens}/token")));
+    let cache = TokenCache::new(token_source(format!("http://{tokens}/token"))?);
     let client: Client<HttpConnector, ReplayBody<Channel<Bytes, BoxError>>> =
         Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -139,30 +140,12 @@ fn token_endpoint() -> Router {
     )
 }
 
-/// A custom token source: POST to `url`, read the JSON.
-fn token_source(url: String) -> impl TokenSource {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    source::from_fn(move |_previous| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let request = Request::post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::from("grant_type=client_credentials"))
-                .map_err(Error::permanent)?;
-            let response = client.request(request).await.map_err(Error::connect)?;
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(Error::connect)?;
-            let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())
-                .map_err(|_| Error::invalid_response("not JSON"))?;
-            let access_token = json["access_token"]
-                .as_str()
-                .ok_or_else(|| Error::invalid_response("no access_token"))?;
-            let lifetime = Duration::from_secs(json["expires_in"].as_u64().unwrap_or(3600));
-            Ok(Token::new(access_token).with_expires_in(lifetime))
-        }
-    })
+/// Tokens from the token endpoint at `url`, with the standard client
+/// credentials grant: `tower_bearer::oauth` sends the request and reads the
+/// response.
+fn token_source(url: String) -> Result<ClientCredentialsGrant, ConfigError> {
+    let endpoint =
+        TokenEndpoint::builder(url, ClientAuth::basic("example-client", "example-secret"))
+            .build()?;
+    Ok(ClientCredentialsGrant::new(endpoint))
 }

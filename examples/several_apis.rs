@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,8 +25,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
 use tower_bearer::route::{Origin, RouteLayer};
-use tower_bearer::{AuthLayer, BoxError, Error, Token, TokenCache, TokenSource, source};
+use tower_bearer::{AuthLayer, BoxError, ConfigError, TokenCache};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
@@ -36,8 +37,8 @@ async fn main() -> Result<(), BoxError> {
     let maps = serve(api("maps", "")).await;
     let elsewhere = serve(api("elsewhere", "")).await;
 
-    let billing_cache = TokenCache::new(token_source(format!("http://{billing_tokens}/token")));
-    let maps_cache = TokenCache::new(token_source(format!("http://{maps_tokens}/token")));
+    let billing_cache = TokenCache::new(token_source(format!("http://{billing_tokens}/token"))?);
+    let maps_cache = TokenCache::new(token_source(format!("http://{maps_tokens}/token"))?);
 
     // One client, one connection pool, for every API.
     let shared: Client<HttpConnector, Full<Bytes>> =
@@ -149,30 +150,12 @@ async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
-/// A custom token source: POST to `url`, read the JSON.
-fn token_source(url: String) -> impl TokenSource {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    source::from_fn(move |_previous| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let request = Request::post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::from("grant_type=client_credentials"))
-                .map_err(Error::permanent)?;
-            let response = client.request(request).await.map_err(Error::connect)?;
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(Error::connect)?;
-            let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())
-                .map_err(|_| Error::invalid_response("not JSON"))?;
-            let access_token = json["access_token"]
-                .as_str()
-                .ok_or_else(|| Error::invalid_response("no access_token"))?;
-            let lifetime = Duration::from_secs(json["expires_in"].as_u64().unwrap_or(3600));
-            Ok(Token::new(access_token).with_expires_in(lifetime))
-        }
-    })
+/// Tokens from the token endpoint at `url`, with the standard client
+/// credentials grant: `tower_bearer::oauth` sends the request and reads the
+/// response.
+fn token_source(url: String) -> Result<ClientCredentialsGrant, ConfigError> {
+    let endpoint =
+        TokenEndpoint::builder(url, ClientAuth::basic("example-client", "example-secret"))
+            .build()?;
+    Ok(ClientCredentialsGrant::new(endpoint))
 }

@@ -12,28 +12,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::routing::post;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
 use tower_bearer::tonic::AuthChannel;
-use tower_bearer::{BoxError, Error, Token, TokenCache, TokenSource, source};
+use tower_bearer::{BoxError, ConfigError, TokenCache};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
     let tokens = serve(token_endpoint()).await;
     let grpc = grpc_health_server().await;
-    let cache = TokenCache::new(token_source(format!("http://{tokens}/token")));
+    let cache = TokenCache::new(token_source(format!("http://{tokens}/token"))?);
 
     let channel = Endpoint::from_shared(format!("http://{grpc}"))?
         .connect()
@@ -116,30 +111,12 @@ fn token_endpoint() -> Router {
     )
 }
 
-/// A custom token source: POST to `url`, read the JSON.
-fn token_source(url: String) -> impl TokenSource {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    source::from_fn(move |_previous| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let request = Request::post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::from("grant_type=client_credentials"))
-                .map_err(Error::permanent)?;
-            let response = client.request(request).await.map_err(Error::connect)?;
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(Error::connect)?;
-            let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())
-                .map_err(|_| Error::invalid_response("not JSON"))?;
-            let access_token = json["access_token"]
-                .as_str()
-                .ok_or_else(|| Error::invalid_response("no access_token"))?;
-            let lifetime = Duration::from_secs(json["expires_in"].as_u64().unwrap_or(3600));
-            Ok(Token::new(access_token).with_expires_in(lifetime))
-        }
-    })
+/// Tokens from the token endpoint at `url`, with the standard client
+/// credentials grant: `tower_bearer::oauth` sends the request and reads the
+/// response.
+fn token_source(url: String) -> Result<ClientCredentialsGrant, ConfigError> {
+    let endpoint =
+        TokenEndpoint::builder(url, ClientAuth::basic("example-client", "example-secret"))
+            .build()?;
+    Ok(ClientCredentialsGrant::new(endpoint))
 }

@@ -65,8 +65,23 @@
 //!
 //! The call is also not retried when its request message was larger than the
 //! cap, or when the channel was still sending it as the rejection arrived
-//! (the server answered before reading the request; for unary calls the
-//! request is normally sent in full first).
+//! and did not let go of it within the release wait (see below).
+//!
+//! # The release wait
+//!
+//! A gRPC server that rejects a call answers before it reads the request,
+//! so the rejection often arrives while HTTP/2 is still sending the
+//! message. The server then resets the stream, and the channel drops the
+//! request body: a few microseconds to a round trip later. [`AuthChannel`]
+//! holds the rejection until that has happened, so that the retry can send
+//! the recorded message, but never longer than the release wait
+//! ([`DEFAULT_RELEASE_WAIT`], 1 s, set with
+//! [`AuthChannelLayer::release_wait`]). A channel that keeps the body (a
+//! client-streaming call whose stream waits for the response, a server or
+//! proxy that does not reset the stream) would otherwise hold the call
+//! forever; after the wait, the rejection is returned unchanged, and the
+//! token has been invalidated for the next call. With
+//! [`OnRejection::Return`] there is no retry and so no wait.
 //!
 //! # Readiness
 //!
@@ -88,9 +103,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -100,33 +117,73 @@ use crate::future::ResponseFuture;
 use crate::reject::{Classify, OnRejection, Standard, Verdict};
 use crate::{AuthLayer, AuthService, BoxError, TokenCache};
 
-/// A tonic request body can be replayed only when it is known to be empty.
-/// Wrap it in a [`ReplayBody`] (or use [`AuthChannel`]) to retry gRPC calls.
+/// A tonic request body can be replayed only when it is at its end (no
+/// data, no trailers). Wrap it in a [`ReplayBody`] (or use [`AuthChannel`])
+/// to retry gRPC calls.
 impl TryCloneBody for ::tonic::body::Body {
     fn try_clone_body(&self) -> Option<Self> {
-        use http_body::Body as _;
-        (self.is_end_stream() || self.size_hint().exact() == Some(0))
-            .then(::tonic::body::Body::empty)
+        crate::body::known_empty(self).then(::tonic::body::Body::empty)
     }
 }
 
+/// How long a rejection is held at most, waiting for the channel to let go
+/// of the request body so that the call can be retried: 1 s. See [the
+/// release wait](self#the-release-wait).
+///
+/// The release normally follows the rejection within a round trip (the
+/// server's stream reset); a second is longer than any round trip a gRPC
+/// call is expected to survive, and short enough that a channel that never
+/// lets go costs one slow rejection, not a hung call.
+pub const DEFAULT_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 /// Applies [`AuthChannel`]: fresh tokens and one retry after
 /// UNAUTHENTICATED, for a tonic channel. See the [module documentation](self).
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tonic::transport::Channel;
+/// use tonic_health::pb::health_client::HealthClient;
+/// use tower::ServiceBuilder;
+/// use tower_bearer::{source::StaticToken, tonic::AuthChannelLayer, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = TokenCache::new(StaticToken::new("t0k3n"));
+/// let channel = Channel::from_static("http://127.0.0.1:50051").connect().await?;
+/// let channel = ServiceBuilder::new()
+///     .layer(
+///         AuthChannelLayer::new(cache)
+///             .replay_cap(16 * 1024)                      // larger messages are sent once
+///             .release_wait(Duration::from_millis(200)),  // hold a rejection at most this long
+///     )
+///     .service(channel);
+/// let health = HealthClient::new(channel);
+/// # drop(health);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct AuthChannelLayer<C = Standard> {
     auth: AuthLayer<C>,
     classify: C,
     cap: usize,
+    on_rejection: OnRejection,
+    release_wait: Duration,
 }
 
 impl AuthChannelLayer {
-    /// Tokens from `cache`, with the [`Standard`] rejection rules and request
-    /// messages recorded up to [`DEFAULT_REPLAY_CAP`] bytes.
+    /// Tokens from `cache`, with the [`Standard`] rejection rules, request
+    /// messages recorded up to [`DEFAULT_REPLAY_CAP`] bytes and rejections
+    /// held up to [`DEFAULT_RELEASE_WAIT`].
     pub fn new(cache: TokenCache) -> Self {
         AuthChannelLayer {
             auth: AuthLayer::new(cache),
             classify: Standard,
             cap: DEFAULT_REPLAY_CAP,
+            on_rejection: OnRejection::default(),
+            release_wait: DEFAULT_RELEASE_WAIT,
         }
     }
 }
@@ -139,13 +196,26 @@ impl<C> AuthChannelLayer<C> {
             auth: self.auth.classify(classify.clone()),
             classify,
             cap: self.cap,
+            on_rejection: self.on_rejection,
+            release_wait: self.release_wait,
         }
     }
 
     /// What to do after a rejection (default: retry once); see
-    /// [`AuthLayer::on_rejection`].
+    /// [`AuthLayer::on_rejection`]. With [`OnRejection::Return`],
+    /// rejections are not held for the release wait.
     pub fn on_rejection(mut self, on_rejection: OnRejection) -> Self {
         self.auth = self.auth.on_rejection(on_rejection);
+        self.on_rejection = on_rejection;
+        self
+    }
+
+    /// How long a rejection is held at most, waiting for the channel to let
+    /// go of the request body (default [`DEFAULT_RELEASE_WAIT`]); see [the
+    /// release wait](self#the-release-wait). After it, the rejection is
+    /// returned without a retry. `Duration::ZERO` never holds a rejection.
+    pub fn release_wait(mut self, wait: Duration) -> Self {
+        self.release_wait = wait;
         self
     }
 
@@ -162,6 +232,7 @@ impl<C> fmt::Debug for AuthChannelLayer<C> {
         f.debug_struct("AuthChannelLayer")
             .field("auth", &self.auth)
             .field("cap", &self.cap)
+            .field("release_wait", &self.release_wait)
             .finish()
     }
 }
@@ -170,11 +241,17 @@ impl<S, C: Clone> Layer<S> for AuthChannelLayer<C> {
     type Service = AuthChannel<S, C>;
 
     fn layer(&self, channel: S) -> Self::Service {
+        // Holding a rejection is only worth it when it may be retried.
+        let release_wait = match self.on_rejection {
+            OnRejection::RetryOnce => self.release_wait,
+            OnRejection::Return => Duration::ZERO,
+        };
         AuthChannel {
             inner: ReplayBodyService::with_cap(
                 self.auth.layer(IntoTonicBody {
                     inner: channel,
                     classify: self.classify.clone(),
+                    release_wait,
                 }),
                 self.cap,
             ),
@@ -266,24 +343,33 @@ where
 ///
 /// When a response rejects the token, it is held back until the channel has
 /// let go of the request body (sent it to its end, or dropped it when the
-/// server reset the stream), so that the retry can replay it. A gRPC server
-/// that rejects a call answers before reading the request; without the
-/// wait, the rejection would often arrive while HTTP/2 is still sending the
-/// message, and the call would not be retried. HTTP/2 ends the stream on
-/// such a response, so the wait is short.
+/// server reset the stream), so that the retry can replay it, but no longer
+/// than the release wait: see [the release wait](self#the-release-wait).
 #[derive(Clone, Debug)]
 pub struct IntoTonicBody<S, C = Standard> {
     inner: S,
     classify: C,
+    release_wait: Duration,
 }
 
 impl<S> IntoTonicBody<S> {
-    /// Wraps `channel`, with the [`Standard`] rejection rules.
+    /// Wraps `channel`, with the [`Standard`] rejection rules and rejections
+    /// held up to [`DEFAULT_RELEASE_WAIT`].
     pub fn new(channel: S) -> Self {
         IntoTonicBody {
             inner: channel,
             classify: Standard,
+            release_wait: DEFAULT_RELEASE_WAIT,
         }
+    }
+}
+
+impl<S, C> IntoTonicBody<S, C> {
+    /// How long a rejection is held at most (see
+    /// [`AuthChannelLayer::release_wait`]).
+    pub fn release_wait(mut self, wait: Duration) -> Self {
+        self.release_wait = wait;
+        self
     }
 }
 
@@ -302,12 +388,18 @@ where
     }
 
     fn call(&mut self, req: Request<ReplayBody<::tonic::body::Body>>) -> Self::Future {
-        let released = req.body().released();
+        let released = if self.release_wait.is_zero() {
+            None
+        } else {
+            req.body().released()
+        };
         IntoTonicFuture {
-            fut: self.inner.call(req.map(::tonic::body::Body::new)),
-            released,
+            state: Hold::Calling {
+                fut: self.inner.call(req.map(::tonic::body::Body::new)),
+                released,
+            },
             classify: self.classify.clone(),
-            rejected: None,
+            release_wait: self.release_wait,
         }
     }
 }
@@ -316,11 +408,31 @@ pin_project! {
     /// Response future for [`IntoTonicBody`].
     pub struct IntoTonicFuture<F, ResB, C> {
         #[pin]
-        fut: F,
-        released: Option<Released<::tonic::body::Body>>,
+        state: Hold<F, ResB>,
         classify: C,
-        // A rejection, held until the request body was let go of.
-        rejected: Option<Response<ResB>>,
+        release_wait: Duration,
+    }
+}
+
+pin_project! {
+    #[project = HoldProj]
+    enum Hold<F, ResB> {
+        // The channel has the request. `released` tells when it lets go of
+        // the body; `None` when there is nothing to wait for (an unrecorded
+        // body, or no release wait).
+        Calling {
+            #[pin]
+            fut: F,
+            released: Option<Released<::tonic::body::Body>>,
+        },
+        // A rejection, held until the channel lets go of the body or the
+        // deadline passes, whichever comes first. `rejected` is `None` once
+        // it was returned. The timer is boxed: only rejections pay for it.
+        Holding {
+            rejected: Option<Response<ResB>>,
+            released: Released<::tonic::body::Body>,
+            deadline: Pin<Box<Sleep>>,
+        },
     }
 }
 
@@ -332,25 +444,44 @@ where
     type Output = Result<Response<ResB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if this.rejected.is_none() {
-            let response = ready!(this.fut.poll(cx))?;
-            let rejected = this
-                .classify
-                .classify(response.status(), response.headers())
-                == Verdict::Rejected;
-            if !rejected || this.released.is_none() {
-                return Poll::Ready(Ok(response));
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                HoldProj::Calling { fut, released } => {
+                    let response = ready!(fut.poll(cx))?;
+                    let rejected = this
+                        .classify
+                        .classify(response.status(), response.headers())
+                        == Verdict::Rejected;
+                    let Some(released) = released.take().filter(|_| rejected) else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    this.state.set(Hold::Holding {
+                        rejected: Some(response),
+                        released,
+                        deadline: Box::pin(tokio::time::sleep(*this.release_wait)),
+                    });
+                }
+                HoldProj::Holding {
+                    rejected,
+                    released,
+                    deadline,
+                } => {
+                    if released.poll_released(cx).is_pending() {
+                        ready!(deadline.as_mut().poll(cx));
+                        tracing::debug!(
+                            wait_ms = this.release_wait.as_millis() as u64,
+                            "the channel still holds the rejected request body; \
+                             returning the rejection without a retry"
+                        );
+                    }
+                    // `None` only when polled again after it finished:
+                    // nothing is left to return.
+                    return rejected
+                        .take()
+                        .map_or(Poll::Pending, |r| Poll::Ready(Ok(r)));
+                }
             }
-            *this.rejected = Some(response);
-        }
-        if let Some(released) = this.released.as_ref() {
-            ready!(released.poll_released(cx));
-        }
-        match this.rejected.take() {
-            Some(response) => Poll::Ready(Ok(response)),
-            // Polled again after it finished: nothing left to return.
-            None => Poll::Pending,
         }
     }
 }
@@ -358,5 +489,21 @@ where
 impl<F, ResB, C> fmt::Debug for IntoTonicFuture<F, ResB, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntoTonicFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    #[test]
+    fn body_with_no_data_but_trailers_to_come_is_not_copied_as_empty() {
+        let trailers = std::future::ready(Some(Ok(http::HeaderMap::new())));
+        let body = ::tonic::body::Body::new(Full::new(Bytes::new()).with_trailers(trailers));
+        assert!(body.try_clone_body().is_none(), "the copy would lose them");
+        assert!(::tonic::body::Body::empty().try_clone_body().is_some());
     }
 }

@@ -5,19 +5,27 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::channel::{Channel as BodyChannel, Sender};
 
 use support::{FrozenClock, TestServer, http_client, http_source};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tower::ServiceBuilder;
-use tower_bearer::tonic::AuthChannel;
-use tower_bearer::{AuthLayer, TokenCache};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_bearer::reject::OnRejection;
+use tower_bearer::tonic::{AuthChannel, AuthChannelLayer, DEFAULT_RELEASE_WAIT};
+use tower_bearer::{AuthLayer, BoxError, Token, TokenCache, source};
 
 /// An in-process gRPC health server whose interceptor accepts the tokens
 /// `accept` says yes to and answers UNAUTHENTICATED otherwise, recording the
@@ -169,4 +177,110 @@ async fn b10_concurrent_retries_over_one_buffered_channel_keep_readiness() {
     assert_eq!(rejected + accepted, seen.len());
     assert!(rejected >= 1);
     assert_eq!(tokens.requests(), 2, "one refresh for all the rejections");
+}
+
+// === the release wait ===
+
+/// A channel that reads the first frame of each request body and then keeps
+/// the body, as HTTP/2 does while a client-streaming call's stream waits for
+/// the response, or when the server answers without resetting the stream;
+/// it answers UNAUTHENTICATED (trailers-only). Counts its calls.
+#[derive(Clone, Default)]
+struct KeepingChannel {
+    calls: Arc<AtomicUsize>,
+    kept: Arc<Mutex<Vec<tonic::body::Body>>>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for KeepingChannel {
+    type Response = http::Response<()>;
+    type Error = BoxError;
+    type Future = source::BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let kept = self.kept.clone();
+        Box::pin(async move {
+            let mut body = req.into_body();
+            body.frame().await.expect("a first frame")?;
+            kept.lock().unwrap().push(body);
+            Ok(http::Response::builder()
+                .header("grpc-status", "16")
+                .body(())
+                .unwrap())
+        })
+    }
+}
+
+/// A request whose message stream sent one message and has not ended.
+fn open_stream() -> (Sender<Bytes, BoxError>, http::Request<tonic::body::Body>) {
+    let (mut tx, body) = BodyChannel::<Bytes, BoxError>::new(1);
+    tx.try_send(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\0")))
+        .expect("room for one message");
+    let request = http::Request::post("/grpc.health.v1.Health/Watch")
+        .body(tonic::body::Body::new(body))
+        .unwrap();
+    (tx, request)
+}
+
+/// `tok-1`, `tok-2`, … with no server.
+fn counting_cache() -> TokenCache {
+    let issued = Arc::new(AtomicUsize::new(0));
+    TokenCache::new(source::from_fn(move |_previous| {
+        let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok(Token::new(format!("tok-{n}"))) }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_rejection_is_returned_after_the_release_wait_when_the_channel_keeps_the_body() {
+    let channel = KeepingChannel::default();
+    let auth = AuthChannel::new(channel.clone(), counting_cache());
+    let (_stream, request) = open_stream();
+    let sent = Instant::now();
+
+    let response = tokio::time::timeout(Duration::from_secs(60), auth.oneshot(request))
+        .await
+        .expect("the rejection is not held forever")
+        .unwrap();
+
+    assert_eq!(
+        response.headers()["grpc-status"],
+        "16",
+        "returned unchanged"
+    );
+    assert_eq!(sent.elapsed(), DEFAULT_RELEASE_WAIT);
+    assert_eq!(channel.calls.load(Ordering::SeqCst), 1, "not retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_release_wait_is_configurable_and_not_taken_when_rejections_are_returned() {
+    let wait = Duration::from_millis(250);
+    for (layer, held) in [
+        (
+            AuthChannelLayer::new(counting_cache()).release_wait(wait),
+            wait,
+        ),
+        (
+            AuthChannelLayer::new(counting_cache()).on_rejection(OnRejection::Return),
+            Duration::ZERO,
+        ),
+    ] {
+        let channel = KeepingChannel::default();
+        let auth = tower::Layer::layer(&layer, channel.clone());
+        let (_stream, request) = open_stream();
+        let sent = Instant::now();
+
+        let response = auth.oneshot(request).await.unwrap();
+
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(sent.elapsed(), held);
+        assert_eq!(channel.calls.load(Ordering::SeqCst), 1);
+    }
 }

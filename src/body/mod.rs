@@ -12,7 +12,7 @@
 //! | body | replayed? |
 //! | --- | --- |
 //! | `Full<Bytes>`, `Bytes`, `String`, `Vec<u8>`, `Empty`, `()` | yes, copied before the first send (a reference count for `Bytes`) |
-//! | `BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` | only when known to be empty |
+//! | `BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` | only when at their end (`is_end_stream`) |
 //! | `reqwest::Body` (feature `reqwest`) | when buffered (`as_bytes()` is `Some`), copied |
 //! | [`ReplayBody<B>`] | recorded while it is sent, up to a cap (64 KiB by default) |
 //!
@@ -23,9 +23,9 @@
 //! attempt sends it, and the retry replays the recording, data and trailers.
 //! It is not replayed when the recording went over the cap (a body whose size
 //! hint is over the cap is not recorded at all), when the body failed, or
-//! when the first attempt still holds it as the rejection arrives (the server
-//! answered before the body was fully sent, and the client has not dropped
-//! it yet).
+//! when the first attempt's copy is still live as the rejection arrives: the
+//! client has neither sent it to its end nor dropped it (the server answered
+//! before the body was fully sent, or before the client first polled it).
 //!
 //! # Example
 //!
@@ -71,9 +71,10 @@ pub trait TryCloneBody: Sized {
     fn try_clone_body(&self) -> Option<Self>;
 
     /// Called on the copy after the first response arrived: whether it can be
-    /// sent now. `true` unless the type says otherwise (a body that is
-    /// recorded while it is sent can only be replayed once it was fully
-    /// recorded).
+    /// sent now. `true` unless the type says otherwise: a [`ReplayBody`] is
+    /// replayable only once no other copy may still send it (the first
+    /// attempt's body was sent to its end or dropped), and while its
+    /// recording is whole (not over the cap, no error).
     fn is_replayable(&self) -> bool {
         true
     }
@@ -149,8 +150,10 @@ where
     }
 }
 
-fn known_empty<B: Body>(body: &B) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0)
+/// Whether `body` has nothing left to send. Only `is_end_stream` says so: a
+/// size hint of exactly 0 counts data bytes, and trailers may still follow.
+pub(crate) fn known_empty<B: Body>(body: &B) -> bool {
+    body.is_end_stream()
 }
 
 fn empty_with_error<D: Buf, E>() -> impl Body<Data = D, Error = E> + Send + Sync {
@@ -180,5 +183,14 @@ mod tests {
         let full: UnsyncBoxBody<Bytes, std::convert::Infallible> =
             UnsyncBoxBody::new(Full::new(Bytes::from_static(b"x")));
         assert!(full.try_clone_body().is_none());
+    }
+
+    #[test]
+    fn boxed_body_with_no_data_but_trailers_to_come_is_not_copied_as_empty() {
+        let trailers = std::future::ready(Some(Ok(http::HeaderMap::new())));
+        let body: UnsyncBoxBody<Bytes, std::convert::Infallible> =
+            UnsyncBoxBody::new(Full::new(Bytes::new()).with_trailers(trailers));
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.try_clone_body().is_none(), "the copy would lose them");
     }
 }

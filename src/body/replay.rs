@@ -7,6 +7,7 @@
 use std::fmt;
 use std::mem;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -51,14 +52,19 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 ///   original body had not ended, goes on reading it. So a body that the
 ///   first attempt sent only in part (the server answered before reading it
 ///   all) is still sent whole by the retry.
+/// * A copy is *live* from when it is made until it has sent its last
+///   frame, failed, or was dropped. A live copy that was never polled may
+///   still be, and take the recording then.
 /// * Past the cap, the recording is discarded: the copy that is sending keeps
 ///   streaming to its end, and no other copy can be replayed.
 ///
 /// [`TryCloneBody::is_replayable`] tells, without polling, whether a copy can
-/// be sent now: false while another copy holds the recording (the first
-/// attempt is still sending), after the cap was passed, and after the
-/// original body failed. [`AuthService`](crate::AuthService) checks it after
-/// a rejection and returns the rejection unchanged when it is false.
+/// be sent now: only when it is the last live copy (the first attempt's
+/// body was sent to its end or dropped, even if it was never polled: a
+/// response can arrive before the client first polls the body it was
+/// given), and not after the cap was passed or the original body failed.
+/// [`AuthService`](crate::AuthService) checks it after a rejection and
+/// returns the rejection unchanged when it is false.
 ///
 /// # Polled in the wrong order
 ///
@@ -137,13 +143,18 @@ struct Shared<B> {
     /// The recording, while no copy holds it. A copy takes it out when it is
     /// first polled and puts it back when it finishes or is dropped.
     idle: Mutex<Option<Recording<B>>>,
-    /// Who waits for the recording to come back (see [`Released`]).
+    /// Who waits for the copy being sent to let go (see [`Released`]).
     waiter: Mutex<Option<Waker>>,
+    /// How many copies are live: made, and not yet finished (sent to the
+    /// end, or failed) or dropped. Each copy counts itself once, and
+    /// [`Copy::retire`] takes it off.
+    live: AtomicUsize,
     /// The size hint of the original body when it was wrapped: the size of
     /// a whole copy, as far as it was known.
     size_hint: SizeHint,
-    /// The original body was known to be empty when it was wrapped: every
-    /// copy is at its end from the start, and none needs the recording.
+    /// The original body was at its end when it was wrapped (no data, no
+    /// trailers): every copy is at its end from the start, and none needs
+    /// the recording.
     empty: bool,
 }
 
@@ -230,7 +241,9 @@ impl<B: Body> ReplayBody<B> {
             );
             return Err(body);
         }
-        let empty = body.is_end_stream() || size_hint.exact() == Some(0);
+        // Only `is_end_stream` says there is nothing left: a size hint of
+        // exactly 0 counts data bytes, and trailers may still follow.
+        let empty = body.is_end_stream();
         let recording = Recording {
             rest: Some(body),
             chunks: Vec::new(),
@@ -244,6 +257,7 @@ impl<B: Body> ReplayBody<B> {
                 shared: Arc::new(Shared {
                     idle: Mutex::new(Some(recording)),
                     waiter: Mutex::new(None),
+                    live: AtomicUsize::new(1),
                     size_hint,
                     empty,
                 }),
@@ -276,9 +290,10 @@ impl<B> ReplayBody<B> {
         matches!(self.mode, Mode::Recorded(_))
     }
 
-    /// A handle that tells when no copy holds the recording; `None` for an
-    /// unrecorded body. Taken before the body is sent, polled after a
-    /// rejection, to wait until the transport has let go of the body.
+    /// A handle that tells when at most one copy is live (the one kept for
+    /// the retry); `None` for an unrecorded body. Taken from the body that
+    /// is sent, polled after a rejection, to wait until the transport has
+    /// let go of it.
     #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     pub(crate) fn released(&self) -> Option<Released<B>> {
         match &self.mode {
@@ -290,8 +305,9 @@ impl<B> ReplayBody<B> {
     }
 }
 
-/// Tells when no copy of a [`ReplayBody`] holds its recording: the copy that
-/// was being sent finished or was dropped. One waiter at a time.
+/// Tells when the copy of a [`ReplayBody`] that was sent is no longer live
+/// (it finished or was dropped), so that the copy kept for the retry is the
+/// only one left. One waiter at a time.
 #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 pub(crate) struct Released<B> {
     shared: Arc<Shared<B>>,
@@ -299,18 +315,19 @@ pub(crate) struct Released<B> {
 
 #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 impl<B> Released<B> {
-    /// Ready once the recording is back (or was never taken).
+    /// Ready once at most one copy is live: the one kept for the retry, if
+    /// any.
     pub(crate) fn poll_released(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.shared.empty {
             return Poll::Ready(());
         }
-        // Register first, then look: `Copy::finish` stores, then wakes.
+        // Register first, then look: `Copy::retire` counts down, then wakes.
         *self
             .shared
             .waiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-        if self.shared.lock().is_some() {
+        if self.shared.live.load(Ordering::SeqCst) <= 1 {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -380,6 +397,7 @@ impl<B> TryCloneBody for ReplayBody<B> {
         if lost {
             return None;
         }
+        copy.shared.live.fetch_add(1, Ordering::SeqCst);
         Some(ReplayBody {
             mode: Mode::Recorded(Copy {
                 shared: copy.shared.clone(),
@@ -388,19 +406,22 @@ impl<B> TryCloneBody for ReplayBody<B> {
         })
     }
 
-    /// True when this copy has not been polled, no other copy holds the
-    /// recording, and the recording is whole so far (not capped, no error).
+    /// True when this copy has not been polled, it is the only live copy
+    /// (every other one was sent to its end or dropped, so none can take
+    /// the recording any more), and the recording is whole so far (not
+    /// capped, no error).
     fn is_replayable(&self) -> bool {
         match &self.mode {
             Mode::Unrecorded(_) => false,
             Mode::Recorded(copy) => {
                 matches!(copy.turn, Turn::Waiting)
                     && (copy.shared.empty
-                        || copy
-                            .shared
-                            .lock()
-                            .as_ref()
-                            .is_some_and(|recording| recording.lost.is_none()))
+                        || (copy.shared.live.load(Ordering::SeqCst) == 1
+                            && copy
+                                .shared
+                                .lock()
+                                .as_ref()
+                                .is_some_and(|recording| recording.lost.is_none())))
             }
         }
     }
@@ -436,20 +457,25 @@ impl<B> Copy<B> {
         }
     }
 
-    /// Gives the recording back (if this copy holds it) and finishes.
-    fn finish(&mut self) {
-        if let Turn::Holding(holding) = mem::replace(&mut self.turn, Turn::Finished) {
-            *self.shared.lock() = Some(holding.recording);
-            // After the store: a waiter registers before it looks.
-            let waiter = self
-                .shared
-                .waiter
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(waiter) = waiter {
-                waiter.wake();
-            }
+    /// Finishes this copy, once: gives the recording back if it holds it,
+    /// counts itself off the live copies, and wakes whoever waits for that.
+    /// Called when the copy has sent its last frame, failed, or is dropped.
+    fn retire(&mut self) {
+        match mem::replace(&mut self.turn, Turn::Finished) {
+            Turn::Finished => return,
+            Turn::Holding(holding) => *self.shared.lock() = Some(holding.recording),
+            Turn::Waiting => {}
+        }
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        // After the count: a waiter registers before it looks.
+        let waiter = self
+            .shared
+            .waiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waiter) = waiter {
+            waiter.wake();
         }
     }
 
@@ -499,6 +525,12 @@ where
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.shared.empty {
+            // Nothing to send, and so nothing to take: copies of an empty
+            // body never contend for the recording.
+            self.retire();
+            return Poll::Ready(None);
+        }
         if let Turn::Waiting = self.turn {
             match self.shared.take() {
                 Ok(recording) => {
@@ -509,7 +541,7 @@ where
                     });
                 }
                 Err(error) => {
-                    self.turn = Turn::Finished;
+                    self.retire();
                     return Poll::Ready(Some(Err(error.into())));
                 }
             }
@@ -527,7 +559,7 @@ where
                 && holding.recording.rest.is_none()
                 && holding.recording.trailers.is_none()
             {
-                self.finish();
+                self.retire();
             }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -535,7 +567,7 @@ where
         // Then the trailers of an original body that ended.
         let Some(rest) = holding.recording.rest.as_mut() else {
             let trailers = holding.recording.trailers.clone();
-            self.finish();
+            self.retire();
             return Poll::Ready(trailers.map(|trailers| Ok(Frame::trailers(trailers))));
         };
 
@@ -548,7 +580,7 @@ where
                 Some(Err(error)) => {
                     holding.recording.lose(Lost::Failed);
                     holding.recording.rest = None;
-                    self.finish();
+                    self.retire();
                     return Poll::Ready(Some(Err(error.into())));
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -563,7 +595,7 @@ where
                                 holding.recording.trailers = Some(trailers.clone());
                             }
                             holding.recording.rest = None;
-                            self.finish();
+                            self.retire();
                             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                         }
                         // http-body 1 has no other kind of frame; should one
@@ -577,7 +609,7 @@ where
                 // recording back now, so a retry need not wait for this copy
                 // to be dropped.
                 holding.recording.rest = None;
-                self.finish();
+                self.retire();
             }
             return Poll::Ready(out.map(Ok));
         }
@@ -586,7 +618,7 @@ where
 
 impl<B> Drop for Copy<B> {
     fn drop(&mut self) {
-        self.finish();
+        self.retire();
     }
 }
 

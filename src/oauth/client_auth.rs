@@ -209,7 +209,7 @@ pub(crate) fn push_forms(out: &mut Vec<String>, secret: &str) {
         return;
     }
     let plus: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    let percent = plus.replace('+', "%20");
+    let percent = form_encode(secret);
     out.push(secret.to_owned());
     if plus != secret {
         out.push(plus);

@@ -41,6 +41,16 @@ const RESERVED_PARAMS: &[&str] = &[
     "scope",
 ];
 
+/// Whether a token request asks for the configured `scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The primary grants ask for the endpoint's `scope`, if one is set.
+    Configured,
+    /// Refreshes leave `scope` out, which asks for the scope originally
+    /// granted (RFC 6749 §6).
+    AsGranted,
+}
+
 /// A token endpoint: URL, client authentication, extra parameters, limits
 /// and transport. Built with [`TokenEndpoint::builder`], shared by the
 /// grants.
@@ -135,20 +145,20 @@ impl TokenEndpoint {
     }
 
     /// Builds the `POST` for one grant. `grant` holds `grant_type` and the
-    /// grant's own parameters; `scope` is sent when `with_scope` is set.
-    /// Then come the extra parameters (`audience`, `resource`, …) and the
-    /// client authentication.
+    /// grant's own parameters; then come the `scope` as `scope` says, the
+    /// extra parameters (`audience`, `resource`, …) and the client
+    /// authentication.
     pub(crate) fn request(
         &self,
         grant: &[(&str, &str)],
-        with_scope: bool,
+        scope: Scope,
     ) -> Result<Request<Full<Bytes>>, Error> {
         let inner = &*self.inner;
         let mut form = form_urlencoded::Serializer::new(String::new());
         for (name, value) in grant {
             form.append_pair(name, value);
         }
-        if with_scope && let Some(scope) = &inner.scope {
+        if let (Scope::Configured, Some(scope)) = (scope, &inner.scope) {
             form.append_pair("scope", scope);
         }
         for (name, value) in &inner.params {
@@ -470,6 +480,8 @@ mod tests {
             "http://localhost:8080/token",
             "http://LOCALHOST/token",
             "http://[::1]:9400/token",
+            "HTTPS://idp.example/token",
+            "HTTP://127.0.0.1/token",
         ] {
             assert!(build(url).is_ok(), "{url}");
         }
@@ -482,6 +494,13 @@ mod tests {
             "http://10.0.0.1/token",
             "http://[::2]/token",
             "http://localhost.evil.example/token",
+            "HTTP://idp.example/token",
+            "Http://idp.example/token",
+            "http://127.0.0.1.nip.io/token",
+            "http://localhost./token",
+            "http://[::ffff:127.0.0.1]/token",
+            "http://0x7f000001/token",
+            "http://2130706433/token",
         ] {
             let err = build(url).unwrap_err();
             assert!(err.to_string().contains("plain http"), "{url}: {err}");
@@ -503,11 +522,20 @@ mod tests {
             "/token",
             "idp.example/token",
             "https://user:pass@idp.example/token",
+            "http://127.0.0.1@evil.example/token",
+            "http://localhost:80@evil.example/token",
             "not a url",
         ] {
             let err = build(url).unwrap_err();
             assert!(!err.to_string().contains("pass@"), "{err}");
         }
+        // Credentials are refused even where plain http is allowed.
+        let err = TokenEndpoint::builder("http://127.0.0.1@evil.example/", ClientAuth::none("id"))
+            .allow_insecure_http()
+            .transport(stub())
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("credentials"), "{err}");
     }
 
     #[test]
@@ -554,7 +582,7 @@ mod tests {
             .build()
             .unwrap();
         let request = endpoint
-            .request(&[("grant_type", "client_credentials")], true)
+            .request(&[("grant_type", "client_credentials")], Scope::Configured)
             .unwrap();
         assert_eq!(request.method(), Method::POST);
         assert_eq!(
@@ -571,7 +599,7 @@ mod tests {
         );
 
         let refresh = endpoint
-            .request(&[("grant_type", "refresh_token")], false)
+            .request(&[("grant_type", "refresh_token")], Scope::AsGranted)
             .unwrap();
         let body = futures_lite_block_on(http_body_util::BodyExt::collect(refresh.into_body()))
             .unwrap()

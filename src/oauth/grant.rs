@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::endpoint::TokenEndpoint;
+use super::endpoint::{Scope, TokenEndpoint};
 use super::password::Password;
 use crate::{Error, OAuthErrorCode, RefreshToken, Token};
 
@@ -222,7 +222,7 @@ impl GrantCore {
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.secret()),
             ],
-            false,
+            Scope::AsGranted,
         )?;
         let mut secrets = Vec::new();
         self.endpoint.secret_forms(&mut secrets);
@@ -260,7 +260,7 @@ impl GrantCore {
         let request = match primary {
             Primary::ClientCredentials => self
                 .endpoint
-                .request(&[("grant_type", "client_credentials")], true)?,
+                .request(&[("grant_type", "client_credentials")], Scope::Configured)?,
             Primary::Password { username, password } => {
                 super::client_auth::push_forms(&mut secrets, password.secret());
                 self.endpoint.request(
@@ -269,7 +269,7 @@ impl GrantCore {
                         ("username", username),
                         ("password", password.secret()),
                     ],
-                    true,
+                    Scope::Configured,
                 )?
             }
         };

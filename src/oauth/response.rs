@@ -2,6 +2,7 @@
 //! error (or anything else) a typed [`Error`]. The rules are documented on
 //! [`parse_token_response`].
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
@@ -89,8 +90,10 @@ const SCAN: usize = 4096;
 /// `<title>` (or for plain text its first line), cut to 48 printable ASCII
 /// characters, so a message stays under 120 characters. The grants of this
 /// module scrub their own secrets (client secret, password, refresh token,
-/// in every encoding they were sent in) from that excerpt and from
-/// `error_description` first (B8).
+/// in every encoding they were sent in, and HTML-escaped in a title) from
+/// that excerpt and from `error_description` first (B8). A 2xx body that is
+/// not a JSON object is described by its content type and length only: it
+/// may be a token response in another format, tokens included.
 ///
 /// # Errors
 ///
@@ -140,9 +143,11 @@ pub(crate) fn parse(
     }
     match object {
         Some(object) => success(object),
+        // B8: a 2xx body is where tokens travel (a form-encoded or
+        // truncated token response, say): describe it, never quote it.
         None => Err(Error::invalid_response(format!(
             "not a JSON object ({})",
-            describe(headers, body, secrets)
+            shape(headers, body)
         ))),
     }
 }
@@ -292,36 +297,70 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// What an unexpected body was, for an error message: its content type,
-/// length, and the title of an HTML page or the first line of plain text,
-/// scrubbed of `secrets` and cut short.
+/// What an error page was, for an error message: its [`shape`], and the
+/// title of an HTML page or the first line of plain text, scrubbed of
+/// `secrets` and cut short. Only for non-2xx responses: a 2xx body may carry
+/// tokens and is never quoted.
 fn describe(headers: &HeaderMap, body: &[u8], secrets: &[String]) -> String {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| printable(v, MAX_CONTENT_TYPE));
-    let mut out = match &content_type {
-        Some(ct) => format!("{ct}, {} bytes", body.len()),
-        None => format!("no content type, {} bytes", body.len()),
-    };
-    let head = String::from_utf8_lossy(&body[..body.len().min(SCAN)]);
-    let excerpt = html_title(&head).or_else(|| {
-        let is_text = content_type
-            .as_deref()
-            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/plain"));
-        is_text.then(|| head.lines().find(|l| !l.trim().is_empty()).unwrap_or(""))
-    });
-    if let Some(excerpt) = excerpt {
-        // Scrub first: collapsing whitespace could change a secret that
-        // contains some, and then it would no longer be found.
-        let scrubbed = scrub(excerpt, secrets);
-        let words = scrubbed.split_whitespace().collect::<Vec<_>>().join(" ");
-        let excerpt = printable(&words, MAX_EXCERPT);
-        if !excerpt.is_empty() {
-            out.push_str(&format!(": \"{excerpt}\""));
-        }
+    let mut out = shape(headers, body);
+    if let Some(excerpt) = excerpt(headers, body, secrets) {
+        out.push_str(&format!(": \"{excerpt}\""));
     }
     out
+}
+
+/// The content type and the length of a body, and nothing of its content.
+fn shape(headers: &HeaderMap, body: &[u8]) -> String {
+    match content_type(headers) {
+        Some(ct) => format!("{ct}, {} bytes", body.len()),
+        None => format!("no content type, {} bytes", body.len()),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| printable(v, MAX_CONTENT_TYPE))
+}
+
+/// The title of an HTML page, or the first line of plain text, with every
+/// secret replaced, whitespace collapsed, printable and at most
+/// [`MAX_EXCERPT`] characters; `None` for other bodies.
+fn excerpt(headers: &HeaderMap, body: &[u8], secrets: &[String]) -> Option<String> {
+    // Scrub the whole body before anything is cut: a secret that straddled
+    // the end of the scanned head would otherwise leave its start behind.
+    let text = scrub(&String::from_utf8_lossy(body), secrets);
+    let head = &text[..floor_char_boundary(&text, SCAN)];
+    let raw = match html_title(head) {
+        Some(title) => decode_entities(title),
+        None => {
+            let is_text = content_type(headers)
+                .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/plain"));
+            if !is_text {
+                return None;
+            }
+            Cow::Borrowed(head.lines().find(|l| !l.trim().is_empty()).unwrap_or(""))
+        }
+    };
+    // Scrub again: an HTML page spells a secret's `&` as `&amp;`. And
+    // before collapsing whitespace, which could change a secret that
+    // contains some, so that it would no longer be found.
+    let words = scrub(&raw, secrets)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let excerpt = printable(&words, MAX_EXCERPT);
+    (!excerpt.is_empty()).then_some(excerpt)
+}
+
+/// The largest index at most `index` that is a char boundary of `text`.
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    let mut end = index.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// The text of the first `<title>` element, if any.
@@ -334,6 +373,59 @@ fn html_title(head: &str) -> Option<&str> {
             .find("</title")
             .unwrap_or(lower.len() - start);
     head.get(start..end)
+}
+
+/// Decodes the character references of HTML text: `&amp;`, `&lt;`, `&gt;`,
+/// `&quot;`, `&apos;` and numeric ones (`&#38;`, `&#x26;`). Anything else
+/// is left as it is.
+fn decode_entities(text: &str) -> Cow<'_, str> {
+    /// The longest reference decoded, `&` and `;` included (`&#x10FFFF;`).
+    const LONGEST: usize = 10;
+    if !text.contains('&') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        // `rest` starts with `&`, so a `;` is at index 1 or later.
+        let decoded = rest
+            .find(';')
+            .filter(|&end| end < LONGEST)
+            .and_then(|end| Some((entity(&rest[1..end])?, end)));
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// The character a reference names (what stands between `&` and `;`).
+fn entity(name: &str) -> Option<char> {
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        _ => {
+            let number = name.strip_prefix('#')?;
+            let code = match number.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => number.parse().ok()?,
+            };
+            char::from_u32(code)
+        }
+    }
 }
 
 /// Replaces every occurrence of a secret with `[redacted]`. Longer secrets
@@ -607,6 +699,75 @@ mod tests {
             br#"{"error":"invalid_client","error_description":"secret s3cr3t%20x is wrong"}"#;
         let err = parse(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body, &secrets).unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn b8_a_2xx_body_that_is_not_json_is_described_but_never_quoted() {
+        // A token response in another format (as GitHub sends without
+        // `Accept: application/json`), or cut short: tokens in plain text.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        for body in [
+            "access_token=gho_t0k3n&token_type=bearer&refresh_token=ghr_r3fr3sh",
+            r#"{"access_token":"gho_t0k3n","refresh_token":"ghr_r3fr3sh""#,
+            "<title>gho_t0k3n</title>",
+        ] {
+            let err = parse_token_response(StatusCode::OK, &headers, body.as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+            let message = format!("{err} {err:?}");
+            assert!(!message.contains("t0k3n"), "{message}");
+            assert!(!message.contains("r3fr3sh"), "{message}");
+            assert!(message.contains("text/plain"), "{message}");
+        }
+    }
+
+    #[test]
+    fn b8_a_secret_across_the_end_of_the_scanned_head_is_scrubbed_whole() {
+        let secret = "hunter2-very-long-client-secret".to_owned();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
+        // The title starts just before the end of what is scanned for it,
+        // and the secret runs past that end.
+        let mut page = " ".repeat(SCAN - 20);
+        page.push_str("<title>");
+        page.push_str(&secret);
+        page.push_str("</title>");
+        let err = parse(
+            StatusCode::BAD_GATEWAY,
+            &headers,
+            page.as_bytes(),
+            &[secret],
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn b8_a_secret_html_escaped_in_a_title_is_scrubbed() {
+        let secrets = vec!["s3cr3t&amp=eq<x>".to_owned()];
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
+        let page = b"<title>bad s3cr3t&amp;amp=eq&lt;x&#62;</title>";
+        let err = parse(StatusCode::FORBIDDEN, &headers, page, &secrets).unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(err.to_string().contains("\"bad [redacted]\""), "{err}");
+    }
+
+    #[test]
+    fn html_character_references_are_decoded_and_odd_ones_left_alone() {
+        for (html, text) in [
+            ("a &amp; b", "a & b"),
+            ("&lt;&gt;&quot;&apos;&#38;&#x26;&#X26;", "<>\"'&&&"),
+            (
+                "&unknown; & &; &#; &#xZZ; &#1114112; &#x110000;",
+                "&unknown; & &; &#; &#xZZ; &#1114112; &#x110000;",
+            ),
+            ("&amp", "&amp"),
+            ("&#x10FFFF;", "\u{10FFFF}"),
+            ("é&amp;é", "é&é"),
+        ] {
+            assert_eq!(decode_entities(html), text, "{html}");
+        }
     }
 
     #[test]

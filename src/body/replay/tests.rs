@@ -177,6 +177,27 @@ async fn trailers_only_body_is_replayed() {
 }
 
 #[tokio::test]
+async fn no_data_but_trailers_to_come_is_not_at_its_end() {
+    // The size hint says 0 bytes, yet trailers follow: taken for an empty
+    // body, it would end before them, on the first send as on the replay.
+    let body = Full::new(Bytes::new()).with_trailers(std::future::ready(Some(Ok(trailers()))));
+    let mut initial = ReplayBody::new(body);
+    let mut replay = initial.try_clone_body().expect("recorded");
+    assert!(!initial.is_end_stream());
+    assert!(!replay.is_end_stream());
+
+    assert_eq!(
+        read_all(&mut initial).await,
+        (String::new(), Some(trailers()))
+    );
+    assert!(replay.is_replayable());
+    assert_eq!(
+        read_all(&mut replay).await,
+        (String::new(), Some(trailers()))
+    );
+}
+
+#[tokio::test]
 async fn recorded_chunks_are_shared_not_copied() {
     let payload = Bytes::from_static(b"0123456789");
     let mut initial = ReplayBody::new(Full::new(payload.clone()));
@@ -248,6 +269,29 @@ async fn ends_with_last_data_frame_when_the_original_says_so() {
     assert_eq!(chunk(&mut initial).await.as_deref(), Some("x"));
     assert!(initial.is_end_stream());
     assert!(replay.is_replayable());
+}
+
+#[tokio::test]
+async fn not_replayable_while_the_sent_copy_may_still_be_polled() {
+    // The response came before the client first polled the body it was
+    // given (an HTTP/2 stream task that has not run yet). That copy can
+    // still take the recording: were the retry sent now and polled second,
+    // it would fail with `Busy`. Only once it is dropped is the retry safe.
+    let Test {
+        mut tx,
+        initial,
+        mut replay,
+    } = Test::new();
+    assert!(!replay.is_replayable(), "the sent copy is still alive");
+
+    drop(initial);
+    assert!(replay.is_replayable());
+    send(&mut tx, "sent by the retry only").await;
+    drop(tx);
+    assert_eq!(
+        read_all(&mut replay).await,
+        ("sent by the retry only".into(), None)
+    );
 }
 
 #[tokio::test]
@@ -512,29 +556,76 @@ fn is_send_and_debug_without_secrets() {
     assert!(!debug.contains("hunter2"), "{debug}");
 }
 
+/// Watches when the sent copy lets go ([`Released`]), with a waker that
+/// counts its wake-ups.
+struct Watch {
+    released: Released<Chan>,
+    waker: Waker,
+    woken: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Watch {
+    fn new(sent: &ReplayBody<Chan>) -> Self {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        Watch {
+            released: sent.released().expect("recorded"),
+            waker: Waker::from(Arc::new(Count(woken.clone()))),
+            woken,
+        }
+    }
+
+    fn is_released(&self) -> bool {
+        let mut cx = Context::from_waker(&self.waker);
+        self.released.poll_released(&mut cx).is_ready()
+    }
+
+    fn woken(&self) -> usize {
+        self.woken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[tokio::test]
-async fn released_is_signalled_when_the_sending_copy_lets_go() {
+async fn released_is_signalled_when_the_sent_copy_lets_go() {
     let Test {
         mut tx,
         mut initial,
         replay,
     } = Test::new();
-    let released = initial.released().expect("recorded");
-    let poll = |released: &Released<Chan>| {
-        let mut cx = Context::from_waker(Waker::noop());
-        released.poll_released(&mut cx)
-    };
-    assert!(poll(&released).is_ready(), "nobody took the recording yet");
+    let watch = Watch::new(&initial);
+    assert!(!watch.is_released(), "not polled yet, but it may still be");
 
     send(&mut tx, "part").await;
     assert_eq!(chunk(&mut initial).await.as_deref(), Some("part"));
-    let waiting = tokio::spawn(async move {
-        std::future::poll_fn(|cx| released.poll_released(cx)).await;
-    });
-    tokio::task::yield_now().await;
-    assert!(!waiting.is_finished(), "the original holds it");
+    assert!(!watch.is_released(), "it holds the body");
+    assert_eq!(watch.woken(), 0);
 
     drop(initial);
-    waiting.await.unwrap();
+    assert_eq!(watch.woken(), 1, "letting go wakes the waiter");
+    assert!(watch.is_released());
     assert!(replay.is_replayable());
+}
+
+#[tokio::test]
+async fn released_when_the_sent_copy_finishes_before_it_is_dropped() {
+    let Test {
+        mut tx,
+        mut initial,
+        replay,
+    } = Test::new();
+    let watch = Watch::new(&initial);
+    assert!(!watch.is_released());
+
+    send(&mut tx, "all").await;
+    drop(tx);
+    assert_eq!(read_all(&mut initial).await.0, "all");
+    assert_eq!(watch.woken(), 1);
+    assert!(watch.is_released());
+    assert!(replay.is_replayable());
+    drop(initial);
 }
