@@ -65,21 +65,36 @@ pub(crate) struct Replay<B> {
 }
 
 impl<B: TryCloneBody> Replay<B> {
-    /// Copies `req` (which has no `Authorization` yet) if its body can be
-    /// copied. Method, URI, version, headers and extensions are copied;
-    /// `Request<B>` itself is `Clone` only for `B: Clone`.
+    /// Copies `req` if its body can be copied, for a retry that will send
+    /// it with another token than `header`.
     pub(crate) fn capture(req: &Request<B>, header: &HeaderValue) -> Option<Self> {
         let body = req.body().try_clone_body()?;
+        let mut replay = Replay::with_body(req, body);
+        replay.header = header.clone();
+        Some(replay)
+    }
+}
+
+impl<B> Replay<B> {
+    /// Copies method, URI, version, headers and extensions of `req` around
+    /// `body` (`Request<B>` itself is `Clone` only for `B: Clone`). The token
+    /// it was sent with is the request's `Authorization`, if it has one.
+    pub(crate) fn with_body(req: &Request<B>, body: B) -> Self {
         let mut copy = Request::new(body);
         *copy.method_mut() = req.method().clone();
         *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
         *copy.extensions_mut() = req.extensions().clone();
-        Some(Replay {
+        let header = copy
+            .headers()
+            .get(AUTHORIZATION)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        Replay {
             request: copy,
-            header: header.clone(),
-        })
+            header,
+        }
     }
 }
 

@@ -229,9 +229,9 @@ where
         let Some(current) = self.reader.current() else {
             return self.call_without_token(req);
         };
-        // The copy for the one retry is taken before the header goes in.
-        let replay = match self.on_rejection {
-            OnRejection::RetryOnce => self.capture(&req, &current.header),
+        // Whether the body can be sent twice is asked before the first send.
+        let body_copy = match self.on_rejection {
+            OnRejection::RetryOnce => req.body().try_clone_body(),
             OnRejection::Return => None,
         };
         // B7: a request that carries its own credentials is not ours. One
@@ -241,6 +241,8 @@ where
             remove_appended_authorization(req.headers_mut());
             return ResponseFuture::passthrough(self.inner.call(req));
         }
+        // The copy for the one retry (its `Authorization` is replaced then).
+        let replay = body_copy.map(|body| self.capture(&req, body));
         // `self.inner` was polled ready by our `poll_ready`; use it, and
         // leave it in place.
         let fut = self.inner.call(req);
@@ -260,13 +262,8 @@ impl<S: Clone, C: Classify> AuthService<S, C> {
     /// The copy of a request kept for the one retry, with a service clone to
     /// send it with (polled ready only if it is needed).
     #[inline(never)]
-    fn capture<B: TryCloneBody>(
-        &self,
-        req: &Request<B>,
-        header: &HeaderValue,
-    ) -> Option<Box<(S, future::Replay<B>)>> {
-        let replay = future::Replay::capture(req, header)?;
-        Some(Box::new((self.inner.clone(), replay)))
+    fn capture<B>(&self, req: &Request<B>, body: B) -> Box<(S, future::Replay<B>)> {
+        Box::new((self.inner.clone(), future::Replay::with_body(req, body)))
     }
 
     /// No usable token: pass a request with its own `Authorization` through,

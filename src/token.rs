@@ -300,6 +300,12 @@ pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
 }
 
+/// `at + delay`, or [`far_future`] when that is not representable (a
+/// user-configured `Duration::MAX` must not panic on the refresh path).
+pub(crate) fn later(at: Instant, delay: Duration) -> Instant {
+    at.checked_add(delay).unwrap_or_else(far_future)
+}
+
 /// Reads the `exp` claim (seconds since the Unix epoch) of a JWT's payload.
 fn jwt_exp_claim(token: &str) -> Option<u64> {
     let mut parts = token.split('.');

@@ -302,3 +302,19 @@ async fn b4_attempt_timeout_turns_a_hung_endpoint_into_a_transient_error() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.is_transient());
 }
+
+#[tokio::test(start_paused = true)]
+async fn b4_an_enormous_cooldown_is_a_long_wait_not_a_panic() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = TestServer::start(|_, _| async { text(StatusCode::BAD_REQUEST, "no") }).await;
+    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .cooldown(Duration::MAX, Duration::MAX)
+        .build()
+        .unwrap();
+    let err = cache.token().await.unwrap_err();
+    // The source's own error, not "the refresh was interrupted" (a panic in
+    // the refresh task).
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert!(cache.token().await.unwrap_err().ptr_eq(&err));
+    assert_eq!(tokens.requests(), 1);
+}

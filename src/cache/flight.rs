@@ -294,7 +294,7 @@ impl Shared {
                 if let Some(asked) = error.retry_after() {
                     cooldown = cooldown.max(asked.min(MAX_RETRY_AFTER));
                 }
-                let retry_at = now + cooldown;
+                let retry_at = crate::token::later(now, cooldown);
                 flight.failure = Some(Failure {
                     error: error.clone(),
                     retry_at,

@@ -149,7 +149,7 @@ pub(crate) async fn refresh(
 
     // 2. Lock, or 3. wait for the holder and take over when it is gone.
     let wait = settings.wait.unwrap_or(settings.lock_ttl);
-    let deadline = Instant::now() + wait;
+    let deadline = crate::token::later(Instant::now(), wait);
     let mut waiting = false;
     loop {
         match bounded(store.try_lock(key, settings.lock_ttl)).await {

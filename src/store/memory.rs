@@ -108,7 +108,9 @@ impl TokenStore for MemoryStore {
         } else {
             state.next_id += 1;
             let id = state.next_id;
-            state.locks.insert(key.clone(), (id, now + ttl));
+            state
+                .locks
+                .insert(key.clone(), (id, crate::token::later(now, ttl)));
             Some(StoreLock::new(MemoryLock {
                 store: self.clone(),
                 key: key.clone(),
@@ -140,7 +142,7 @@ impl HeldLock for MemoryLock {
         let mut state = self.store.lock();
         let held = match state.locks.get_mut(&self.key) {
             Some((id, lapses)) if *id == self.id => {
-                *lapses = Instant::now() + ttl;
+                *lapses = crate::token::later(Instant::now(), ttl);
                 true
             }
             _ => false,
