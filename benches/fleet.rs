@@ -1,6 +1,6 @@
 //! The per-call cost with a token store configured: it must be the same as
 //! without one, because the store is used by refreshes only, never on the
-//! per-request path (a fresh token costs one atomic load and one clock
+//! per-request path (a fresh token costs two atomic loads, no clock
 //! read, store or not).
 //!
 //! One run measures, per call (request in, response out, future polled to

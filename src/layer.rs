@@ -225,7 +225,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // One atomic load and one clock read when the token is fresh.
+        // Two atomic loads when the token is fresh: no lock, no clock read.
         let Some(current) = self.reader.current() else {
             return self.call_without_token(req);
         };

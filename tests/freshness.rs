@@ -186,3 +186,74 @@ impl LayerExt for AuthLayer {
         tower::Layer::layer(&self, inner)
     }
 }
+
+#[test]
+fn b1_a_token_is_never_sent_more_than_256_calls_past_its_end_even_if_its_timers_cannot_fire() {
+    use std::sync::{Arc, Mutex};
+
+    // Runtime A fetches the token and arms its timers, then is kept alive
+    // but never driven again: its timers cannot fire.
+    let a = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let issued = Arc::new(Mutex::new(0));
+    let cache = a.block_on({
+        let issued = issued.clone();
+        async move {
+            let cache =
+                TokenCache::builder(tower_bearer::source::from_fn(move |_| {
+                    let n = {
+                        let mut n = issued.lock().unwrap();
+                        *n += 1;
+                        *n
+                    };
+                    async move {
+                        Ok(tower_bearer::Token::new(format!("tok-{n}")).with_expires_in(S(60)))
+                    }
+                }))
+                .leeway(Duration::ZERO)
+                .no_refresh_ahead()
+                .build()
+                .unwrap();
+            cache.token().await.unwrap();
+            cache
+        }
+    });
+
+    // Runtime B, 61 s later by its clock: the token's end has passed.
+    let b = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let sent = b.block_on(async move {
+        advance(S(61)).await;
+        let echo = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+            let auth = req.headers()["authorization"].to_str().unwrap().to_owned();
+            Ok::<_, std::convert::Infallible>(http::Response::new(auth))
+        });
+        let mut client = AuthLayer::new(cache).layer_service(echo);
+        let mut sent = Vec::new();
+        for _ in 0..300 {
+            let rsp = client
+                .ready()
+                .await
+                .unwrap()
+                .call(Request::new(Full::default()))
+                .await
+                .unwrap();
+            sent.push(rsp.into_body());
+        }
+        sent
+    });
+    let stale = sent.iter().filter(|t| *t == "Bearer tok-1").count();
+    assert!(stale <= 255, "{stale} calls after the end");
+    assert!(
+        sent[255..].iter().all(|t| t == "Bearer tok-2"),
+        "{:?}",
+        &sent[250..260]
+    );
+    drop(a);
+}

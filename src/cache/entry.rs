@@ -7,7 +7,8 @@ use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::policy::{Schedule, Timing};
+use super::deadline::Deadline;
+use super::policy::{Freshness, Schedule, Timing};
 use crate::{Error, Token};
 
 /// One cached token. Immutable once published; invalidation publishes a
@@ -25,6 +26,23 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     /// Set on the copy published by an invalidation (B6).
     pub(crate) invalidated: bool,
+    /// Timers for the schedule's two instants, read by the per-request path
+    /// instead of the clock; `None` on an invalidated copy.
+    deadlines: Option<Deadlines>,
+}
+
+struct Deadlines {
+    stale: Deadline,
+    usable_until: Deadline,
+}
+
+impl Deadlines {
+    fn arm(schedule: &Schedule) -> Self {
+        Deadlines {
+            stale: Deadline::arm(schedule.stale_at),
+            usable_until: Deadline::arm(schedule.usable_until),
+        }
+    }
 }
 
 impl Entry {
@@ -42,6 +60,7 @@ impl Entry {
         let expires = effective_expiry(&token, default_lifetime);
         let schedule = timing.schedule(token.issued_at(), expires, jitter_unit);
         let header = authorization_value(&token)?;
+        let deadlines = Some(Deadlines::arm(&schedule));
         Ok(Entry {
             token,
             header,
@@ -49,7 +68,33 @@ impl Entry {
             expires_at: expires,
             generation,
             invalidated: false,
+            deadlines,
         })
+    }
+
+    /// The same token with its timers armed again, on the current runtime.
+    pub(crate) fn rearmed(&self) -> Entry {
+        Entry {
+            token: self.token.clone(),
+            header: self.header.clone(),
+            schedule: self.schedule,
+            expires_at: self.expires_at,
+            generation: self.generation,
+            invalidated: self.invalidated,
+            deadlines: Some(Deadlines::arm(&self.schedule)),
+        }
+    }
+
+    /// The freshness as the timers tell it: one atomic load while the token
+    /// is fresh, no clock read.
+    #[inline]
+    pub(crate) fn freshness_by_timers(&self) -> Freshness {
+        match &self.deadlines {
+            None => Freshness::Expired,
+            Some(d) if !d.stale.has_passed() => Freshness::Fresh,
+            Some(d) if !d.usable_until.has_passed() => Freshness::Stale,
+            Some(_) => Freshness::Expired,
+        }
     }
 
     /// The copy published when the server rejected this token: same token
@@ -66,6 +111,7 @@ impl Entry {
             expires_at: self.expires_at,
             generation: self.generation,
             invalidated: true,
+            deadlines: None,
         }
     }
 }

@@ -165,6 +165,7 @@ impl Shared {
             if let Some(entry) = self.current.load_full()
                 && accepts(&entry, now)
             {
+                self.rearm_if_needed(&entry, now);
                 return Ok(entry);
             }
             let mut flight = self.lock();
@@ -198,6 +199,27 @@ impl Shared {
                 .clone()
                 .unwrap_or_else(|| Err(Error::interrupted("token refresh ended without a result"))),
             Err(_) => Err(Error::interrupted("token refresh ended without a result")),
+        }
+    }
+
+    /// A usable token whose timers say otherwise had them armed on a runtime
+    /// that has shut down (its timers all fire then): the per-request path
+    /// would send every call the slow way. Publish the same token with
+    /// timers on the current runtime.
+    #[cold]
+    fn rearm_if_needed(&self, entry: &Arc<Entry>, now: Instant) {
+        if entry.invalidated
+            || entry.freshness_by_timers() <= entry.schedule.freshness(now)
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            return;
+        }
+        let _flight = self.lock();
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, entry)) {
+            drop(current);
+            self.current.store(Some(Arc::new(entry.rearmed())));
+            tracing::debug!("token timers re-armed on the current runtime");
         }
     }
 
@@ -369,7 +391,9 @@ impl Drop for FlightGuard {
     fn drop(&mut self) {
         if self.tx.is_some() {
             self.complete(
-                Err(Error::interrupted("the token source panicked")),
+                Err(Error::interrupted(
+                    "the refresh task panicked (a panicking token source, or a runtime without its time driver)",
+                )),
                 Instant::now(),
             );
         }

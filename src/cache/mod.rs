@@ -26,7 +26,7 @@
 //!
 //! | phase | from | what callers get |
 //! | --- | --- | --- |
-//! | fresh | receipt | the token, at the cost of one atomic load and one clock read |
+//! | fresh | receipt | the token, at the cost of two atomic loads (no lock, no clock read) |
 //! | stale | `refresh_ahead` × lifetime (80 %, minus up to 5 % jitter) | the token at once; one background refresh starts (B2) |
 //! | expired | expiry − leeway (60 s, at most half the lifetime) | they wait for the single refresh (B1, B3) |
 //!
@@ -59,6 +59,21 @@
 //! called with each new token, for users who persist it elsewhere. Neither
 //! is on the per-request path.
 //!
+//! # Timers
+//!
+//! The per-request path does not read the clock: each token gets two tokio
+//! timers, for the instant it turns stale and the instant it stops being
+//! usable, and a call reads their state. Tokio's time driver flips a timer
+//! when its instant has come (within a millisecond in a live runtime; during
+//! `tokio::time::advance` with a paused clock), so the cache needs a runtime
+//! with its time driver (`#[tokio::main]`, `#[tokio::test]` and
+//! `Builder::enable_all` have it). Every 256th call of each service instance
+//! also checks the clock, so a token is never sent more than 255 calls past
+//! its end even if its timers cannot fire; timers whose runtime shut down
+//! are armed again on the next runtime that uses the cache. With a paused
+//! clock, tokio's auto-advance may jump to these timers when the runtime
+//! idles, like to any other timer.
+//!
 //! # Background work
 //!
 //! Refreshes run as tokio tasks on the runtime of the caller that started
@@ -69,6 +84,7 @@
 //! refresh lock the aborted refresh held: one store command, on a task of its
 //! own, so that other caches need not wait for the lock to lapse.
 
+mod deadline;
 mod entry;
 mod flight;
 mod policy;
@@ -504,5 +520,62 @@ impl fmt::Debug for TokenCacheBuilder {
         f.debug_struct("TokenCacheBuilder")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::policy::Freshness;
+    use super::*;
+    use crate::source;
+
+    fn counting_cache(calls: Arc<AtomicUsize>) -> TokenCache {
+        TokenCache::new(source::from_fn(move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(Token::new(format!("tok-{n}")).with_expires_in(Duration::from_secs(3600))) }
+        }))
+    }
+
+    fn timers_say(cache: &TokenCache) -> Freshness {
+        cache
+            .shared
+            .current
+            .load()
+            .as_ref()
+            .unwrap()
+            .freshness_by_timers()
+    }
+
+    #[test]
+    fn timers_armed_on_a_runtime_that_shut_down_are_armed_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = counting_cache(calls.clone());
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(cache.token()).unwrap();
+        assert_eq!(timers_say(&cache), Freshness::Fresh);
+        // Shutting a runtime down fires its timers: the token reads as
+        // expired by its timers, though the clock says it is fresh.
+        drop(first);
+        assert_eq!(timers_say(&cache), Freshness::Expired);
+
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let current = second.block_on(cache.acquire(None)).unwrap();
+        assert_eq!(current.header, "Bearer tok-1", "the same token, no refresh");
+        assert_eq!(
+            timers_say(&cache),
+            Freshness::Fresh,
+            "re-armed on this runtime"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

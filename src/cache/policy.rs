@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// What a cached token is good for at a given instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a cached token is good for at a given instant, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Freshness {
     /// Send it; nothing else to do.
     Fresh,

@@ -43,7 +43,7 @@
 //! # How a cache uses its store
 //!
 //! Never on the per-request path: a call that finds a usable token costs
-//! one atomic load and one clock read, store or not. The store is used by
+//! two atomic loads, store or not. The store is used by
 //! the single refresh of each cache (B3), in this order:
 //!
 //! 1. **Load.** The cache loads the stored token. A cache without a token
