@@ -172,20 +172,7 @@ impl<S> AuthService<S> {
 }
 
 impl<S, C> AuthService<S, C> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes this service and returns the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 
     /// The cache this service takes its tokens from.
     pub fn cache(&self) -> &TokenCache {

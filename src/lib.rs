@@ -123,6 +123,9 @@
 #![warn(clippy::fn_params_excessive_bools, clippy::await_holding_lock)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[macro_use]
+mod macros;
+
 pub mod body;
 pub mod cache;
 pub mod error;

@@ -333,20 +333,7 @@ pub struct Routed<S, C = Standard> {
 }
 
 impl<S, C> Routed<S, C> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes this service and returns the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: Clone, C> Clone for Routed<S, C> {

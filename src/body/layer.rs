@@ -116,20 +116,7 @@ impl<S> ReplayBodyService<S> {
         ReplayBodyLayer::with_cap(cap).layer(inner)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes this service and returns the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: fmt::Debug> fmt::Debug for ReplayBodyService<S> {
