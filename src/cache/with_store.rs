@@ -131,152 +131,154 @@ pub(crate) async fn refresh(
     config: &Config,
     counters: &Counters,
 ) -> Result<Obtained, Error> {
-    let key = &settings.key;
-    let store = &*settings.store;
-    let mut latest: Option<Token> = None;
-
-    // 1. Load: a restart, or another cache was faster.
-    match bounded(store.load(key)).await {
-        Ok(stored) => {
-            if let Some(done) = consider(stored, current, config, counters, &mut latest) {
-                return Ok(done);
-            }
-        }
-        Err(error) => {
-            return alone(settings, source, current, latest, config, counters, error).await;
-        }
+    Refresh {
+        settings,
+        source,
+        current,
+        config,
+        counters,
+        latest: None,
     }
+    .run()
+    .await
+}
 
-    // 2. Lock, or 3. wait for the holder and take over when it is gone.
-    let wait = settings.wait.unwrap_or(settings.lock_ttl);
-    let deadline = crate::token::later(Instant::now(), wait);
-    let mut waiting = false;
-    loop {
-        match bounded(store.try_lock(key, settings.lock_ttl)).await {
-            Ok(Some(lock)) => {
-                return hold(lock, settings, source, current, latest, config, counters).await;
+/// What one refresh with a store works with.
+struct Refresh<'a> {
+    settings: &'a StoreSettings,
+    source: &'a dyn TokenSource,
+    /// The token being replaced, if any.
+    current: Option<&'a Entry>,
+    config: &'a Config,
+    counters: &'a Counters,
+    /// The newest stored token seen and not installed: handed to the source
+    /// as `previous`, because its refresh token is the newest of the
+    /// lineage (B5).
+    latest: Option<Token>,
+}
+
+impl Refresh<'_> {
+    /// Load; lock, or wait for the holder and take over when it is gone.
+    async fn run(mut self) -> Result<Obtained, Error> {
+        let settings = self.settings;
+        let mut deadline = None;
+        loop {
+            // 1. Load (and, while waiting, 3. poll): a restart, or another
+            // cache was faster.
+            match self.look().await {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => {}
+                Err(error) => return self.alone(&error).await,
             }
-            Ok(None) => {}
-            Err(error) => {
-                return alone(settings, source, current, latest, config, counters, error).await;
+            // 2. Lock.
+            match bounded(settings.store.try_lock(&settings.key, settings.lock_ttl)).await {
+                Ok(Some(lock)) => return self.hold(lock).await,
+                Ok(None) => {}
+                Err(error) => return self.alone(&error).await,
             }
-        }
-        if !waiting {
-            waiting = true;
-            Counters::bump(&counters.store_waits);
-            tracing::debug!(%key, "another cache is refreshing this token; waiting for it");
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                %key,
-                wait_ms = wait.as_millis() as u64,
-                "the holder of the refresh lock has not stored a token in time; fetching one without the lock"
-            );
-            let previous = latest.as_ref().or(current.map(|e| &e.token));
-            let token = fetch(source, previous, &config.retries, counters).await?;
-            save(settings, &token, config, counters).await;
-            return Ok(Obtained {
-                token,
-                fetched: true,
+            // 3. Wait: someone else holds the lock.
+            let wait = settings.wait.unwrap_or(settings.lock_ttl);
+            let deadline = *deadline.get_or_insert_with(|| {
+                Counters::bump(&self.counters.store_waits);
+                tracing::debug!(key = %settings.key, "another cache is refreshing this token; waiting for it");
+                crate::token::later(Instant::now(), wait)
             });
-        }
-        tokio::time::sleep(STORE_POLL_INTERVAL).await;
-        match bounded(store.load(key)).await {
-            Ok(stored) => {
-                if let Some(done) = consider(stored, current, config, counters, &mut latest) {
-                    return Ok(done);
-                }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    key = %settings.key,
+                    wait_ms = wait.as_millis() as u64,
+                    "the holder of the refresh lock has not stored a token in time; fetching one without the lock"
+                );
+                return self.fetch_and_save().await;
             }
-            Err(error) => {
-                return alone(settings, source, current, latest, config, counters, error).await;
-            }
+            tokio::time::sleep(STORE_POLL_INTERVAL).await;
         }
     }
-}
 
-/// Installs a stored token when [`judge`] says so, or remembers it as the
-/// newest of the lineage.
-fn consider(
-    stored: Option<StoredToken>,
-    current: Option<&Entry>,
-    config: &Config,
-    counters: &Counters,
-    latest: &mut Option<Token>,
-) -> Option<Obtained> {
-    match judge(stored?, current, config) {
-        Verdict::Install(token) => {
-            Counters::bump(&counters.adopted_from_store);
-            tracing::debug!("token taken from the store");
-            Some(Obtained {
-                token,
-                fetched: false,
-            })
-        }
-        Verdict::Previous(token) => {
-            *latest = Some(token);
-            None
-        }
-        Verdict::Ignore => None,
+    /// Loads the stored token, and installs it when [`judge`] says so or
+    /// remembers it as the newest of the lineage.
+    async fn look(&mut self) -> Result<Option<Obtained>, StoreError> {
+        let settings = self.settings;
+        let Some(stored) = bounded(settings.store.load(&settings.key)).await? else {
+            return Ok(None);
+        };
+        Ok(match judge(stored, self.current, self.config) {
+            Verdict::Install(token) => {
+                Counters::bump(&self.counters.adopted_from_store);
+                tracing::debug!("token taken from the store");
+                Some(Obtained {
+                    token,
+                    fetched: false,
+                })
+            }
+            Verdict::Previous(token) => {
+                self.latest = Some(token);
+                None
+            }
+            Verdict::Ignore => None,
+        })
     }
-}
 
-/// Holding the lock: look once more, else fetch, save, release.
-async fn hold(
-    lock: StoreLock,
-    settings: &StoreSettings,
-    source: &dyn TokenSource,
-    current: Option<&Entry>,
-    mut latest: Option<Token>,
-    config: &Config,
-    counters: &Counters,
-) -> Result<Obtained, Error> {
-    // Whoever held the lock before may have stored a token just now.
-    match bounded(settings.store.load(&settings.key)).await {
-        Ok(stored) => {
-            if let Some(done) = consider(stored, current, config, counters, &mut latest) {
+    /// Holding the lock: look once more, else fetch and save; then release.
+    async fn hold(mut self, lock: StoreLock) -> Result<Obtained, Error> {
+        // Whoever held the lock before may have stored a token just now.
+        match self.look().await {
+            Ok(Some(done)) => {
                 release(lock).await;
                 return Ok(done);
             }
+            Ok(None) => {}
+            Err(error) => failed(self.counters, &error, "load"),
         }
-        Err(error) => failed(counters, &error, "load"),
+        let result = renewing(
+            &lock,
+            self.settings.lock_ttl,
+            fetch(
+                self.source,
+                self.previous(),
+                &self.config.retries,
+                self.counters,
+            ),
+        )
+        .await;
+        if let Ok(token) = &result {
+            // B5: the new (maybe rotated) refresh token is in the store before
+            // the lock is released and before anyone gets the access token.
+            save(self.settings, token, self.config, self.counters).await;
+        }
+        release(lock).await;
+        result.map(|token| Obtained {
+            token,
+            fetched: true,
+        })
     }
-    let previous = latest.as_ref().or(current.map(|e| &e.token));
-    let result = renewing(
-        &lock,
-        settings.lock_ttl,
-        fetch(source, previous, &config.retries, counters),
-    )
-    .await;
-    if let Ok(token) = &result {
-        // B5: the new (maybe rotated) refresh token is in the store before
-        // the lock is released and before anyone gets the access token.
-        save(settings, token, config, counters).await;
-    }
-    release(lock).await;
-    result.map(|token| Obtained {
-        token,
-        fetched: true,
-    })
-}
 
-/// The store failed: carry on alone, and still try to save what we get.
-async fn alone(
-    settings: &StoreSettings,
-    source: &dyn TokenSource,
-    current: Option<&Entry>,
-    latest: Option<Token>,
-    config: &Config,
-    counters: &Counters,
-    error: StoreError,
-) -> Result<Obtained, Error> {
-    failed(counters, &error, "use");
-    let previous = latest.as_ref().or(current.map(|e| &e.token));
-    let token = fetch(source, previous, &config.retries, counters).await?;
-    save(settings, &token, config, counters).await;
-    Ok(Obtained {
-        token,
-        fetched: true,
-    })
+    /// The store failed: carry on alone, and still try to save what we get.
+    async fn alone(self, error: &StoreError) -> Result<Obtained, Error> {
+        failed(self.counters, error, "use");
+        self.fetch_and_save().await
+    }
+
+    /// Fetches from the source without the lock, and saves.
+    async fn fetch_and_save(self) -> Result<Obtained, Error> {
+        let token = fetch(
+            self.source,
+            self.previous(),
+            &self.config.retries,
+            self.counters,
+        )
+        .await?;
+        save(self.settings, &token, self.config, self.counters).await;
+        Ok(Obtained {
+            token,
+            fetched: true,
+        })
+    }
+
+    /// The token the source replaces: the newest stored one, else ours.
+    fn previous(&self) -> Option<&Token> {
+        self.latest.as_ref().or(self.current.map(|e| &e.token))
+    }
 }
 
 /// Saves `token` with the expiry the cache computed for it. A failure is
