@@ -282,6 +282,79 @@ async fn a_slow_live_holder_keeps_its_lock_by_extending_it() {
     assert_eq!(waiter.stats().adopted_from_store, 1);
 }
 
+/// A [`MemoryStore`] whose saves take `delay` (a slow disk, a slow Redis).
+#[derive(Clone)]
+struct SlowSaves {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+impl TokenStore for SlowSaves {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        self.inner.load(key)
+    }
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.save(key, token).await
+        })
+    }
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        self.inner.try_lock(key, ttl)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn b5_the_holder_keeps_its_lock_until_its_token_is_saved() {
+    // The save takes 3 s, three times the lock's time to live. Had the
+    // holder stopped extending its lock when the token request returned,
+    // the lock would lapse mid-save and the waiter would refresh again
+    // (with a rotating refresh token: with the one the holder just spent).
+    const TTL: Duration = Duration::from_secs(1);
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = SlowSaves {
+        inner: MemoryStore::new(),
+        delay: S(3),
+    };
+    let build = || -> TokenCache {
+        TokenCache::builder(counting(&requests, S(300)))
+            .store(store.clone(), key())
+            .store_lock_ttl(TTL)
+            .build()
+            .unwrap()
+    };
+    let (holder, waiter) = (build(), build());
+    let holder_call = spawn_token(&holder);
+    settle_until(|| requests.load(Ordering::SeqCst) == 1).await;
+    let waiter_call = spawn_token(&waiter);
+    settle().await;
+    assert_eq!(waiter.stats().store_waits, 1);
+
+    for _ in 0..40 {
+        advance(MS(100)).await;
+        settle().await;
+    }
+
+    for call in [holder_call, waiter_call] {
+        let token = call.await.unwrap().unwrap();
+        assert_eq!(token.access_token().secret(), "tok-1");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert_eq!(waiter.stats().adopted_from_store, 1);
+}
+
 /// A store that is always down.
 struct DownStore;
 

@@ -220,37 +220,29 @@ impl Refresh<'_> {
     }
 
     /// Holding the lock: look once more, else fetch and save; then release.
+    ///
+    /// The lock is extended for as long as it is held, the save included:
+    /// were it allowed to lapse between the token request and the save,
+    /// another cache could take it, find the old token in the store and
+    /// refresh again — with a rotating refresh token, with the one this
+    /// refresh has just spent (B5).
     async fn hold(mut self, lock: StoreLock) -> Result<Obtained, Error> {
-        // Whoever held the lock before may have stored a token just now.
-        match self.look().await {
-            Ok(Some(done)) => {
-                release(lock).await;
-                return Ok(done);
+        let ttl = self.settings.lock_ttl;
+        let result = renewing(&lock, ttl, async {
+            // Whoever held the lock before may have stored a token just now.
+            match self.look().await {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => {}
+                Err(error) => failed(self.counters, &error, "load"),
             }
-            Ok(None) => {}
-            Err(error) => failed(self.counters, &error, "load"),
-        }
-        let result = renewing(
-            &lock,
-            self.settings.lock_ttl,
-            fetch(
-                self.source,
-                self.previous(),
-                &self.config.retries,
-                self.counters,
-            ),
-        )
-        .await;
-        if let Ok(token) = &result {
-            // B5: the new (maybe rotated) refresh token is in the store before
-            // the lock is released and before anyone gets the access token.
-            save(self.settings, token, self.config, self.counters).await;
-        }
-        release(lock).await;
-        result.map(|token| Obtained {
-            token,
-            fetched: true,
+            // B5: the new (maybe rotated) refresh token is in the store
+            // before the lock is released and before anyone gets the access
+            // token.
+            self.fetch_and_save().await
         })
+        .await;
+        release(lock).await;
+        result
     }
 
     /// The store failed: carry on alone, and still try to save what we get.
@@ -259,8 +251,8 @@ impl Refresh<'_> {
         self.fetch_and_save().await
     }
 
-    /// Fetches from the source without the lock, and saves.
-    async fn fetch_and_save(self) -> Result<Obtained, Error> {
+    /// Fetches from the source and saves what it got.
+    async fn fetch_and_save(&self) -> Result<Obtained, Error> {
         let token = fetch(
             self.source,
             self.previous(),
@@ -319,8 +311,9 @@ async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T
 }
 
 /// Runs `work` while extending `lock` every third of its time to live, so
-/// that a live holder keeps it however long its retries take, and a dead
-/// one (whose future is dropped with this one) loses it within `ttl`.
+/// that a live holder keeps it however long its retries and its store take,
+/// and a dead one (whose future is dropped with this one) loses it within
+/// `ttl`.
 async fn renewing<F: Future>(lock: &StoreLock, ttl: Duration, work: F) -> F::Output {
     let renew = async {
         loop {

@@ -56,9 +56,10 @@
 //!    holder loads once more (someone may have just finished), fetches
 //!    from the token source, **saves the new token before handing it out**
 //!    (so a rotated refresh token is in the store before anyone uses the new
-//!    access token), and releases the lock. While it fetches it extends the
-//!    lock every third of the lock's time to live, so a slow but live
-//!    holder keeps it, and a dead one loses it within that time.
+//!    access token), and releases the lock. While it holds the lock (its
+//!    token requests and the save included) it extends it every third of
+//!    the lock's time to live, so a slow but live holder keeps it, and a
+//!    dead one loses it within that time.
 //! 3. **Wait.** A cache that did not get the lock polls the store every
 //!    [`STORE_POLL_INTERVAL`](crate::cache::STORE_POLL_INTERVAL) for a new
 //!    token and tries the lock again each time. It installs the holder's
