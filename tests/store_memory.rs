@@ -13,7 +13,9 @@ use support::{FrozenClock, settle_until};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, advance};
 use tower_bearer::source::BoxFuture;
-use tower_bearer::store::{MemoryStore, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
+use tower_bearer::store::{
+    HeldLock, MemoryStore, StoreError, StoreKey, StoreLock, StoredToken, TokenStore,
+};
 use tower_bearer::{Error, Token, TokenCache, TokenCacheBuilder, TokenSource, source};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -353,6 +355,124 @@ async fn b5_the_holder_keeps_its_lock_until_its_token_is_saved() {
     }
     assert_eq!(requests.load(Ordering::SeqCst), 1);
     assert_eq!(waiter.stats().adopted_from_store, 1);
+}
+
+/// A [`MemoryStore`] whose locks fail to extend the first `failures` times
+/// (a store that blinks while a refresh holds its lock).
+#[derive(Clone)]
+struct BlinkingExtends {
+    inner: MemoryStore,
+    failures: Arc<AtomicUsize>,
+}
+
+struct BlinkingLock {
+    inner: StoreLock,
+    failures: Arc<AtomicUsize>,
+}
+
+impl HeldLock for BlinkingLock {
+    fn extend(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let failing = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(StoreError::unavailable("connection reset"));
+            }
+            self.inner.extend(ttl).await
+        })
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(self.inner.release())
+    }
+}
+
+impl TokenStore for BlinkingExtends {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        self.inner.load(key)
+    }
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.save(key, token)
+    }
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        Box::pin(async move {
+            let lock = self.inner.try_lock(key, ttl).await?;
+            Ok(lock.map(|inner| {
+                StoreLock::new(BlinkingLock {
+                    inner,
+                    failures: self.failures.clone(),
+                })
+            }))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_lock_extension_is_retried_before_the_lock_lapses() {
+    // The holder's token request takes 6 s; its lock lives 3 s. Its first
+    // three extensions fail (the store blinks). Tried again only a third of
+    // the time to live later, the lock would lapse (at 3 s) before an
+    // extension got through, and the waiter would refresh too; tried again
+    // a poll interval later, the fourth extension (at 1.3 s) keeps it.
+    const TTL: Duration = Duration::from_secs(3);
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = BlinkingExtends {
+        inner: MemoryStore::new(),
+        failures: Arc::new(AtomicUsize::new(3)),
+    };
+    let slow = {
+        let requests = requests.clone();
+        source::from_fn(move |_| {
+            let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(S(6)).await;
+                Ok(Token::new(format!("tok-{n}")).with_expires_in(S(300)))
+            }
+        })
+    };
+    let build = |source: Arc<dyn TokenSource>| -> TokenCache {
+        TokenCache::builder_from_arc(source)
+            .store(store.clone(), key())
+            .store_lock_ttl(TTL)
+            .build()
+            .unwrap()
+    };
+    let holder = build(Arc::new(slow));
+    let waiter = build(Arc::new(counting(&requests, S(300))));
+    let holder_call = spawn_token(&holder);
+    settle_until(|| requests.load(Ordering::SeqCst) == 1).await;
+    // Off the holder's beat, so that no poll of the waiter and extension of
+    // the holder fall on one instant.
+    advance(MS(50)).await;
+    let waiter_call = spawn_token(&waiter);
+    settle().await;
+    assert_eq!(waiter.stats().store_waits, 1);
+
+    for _ in 0..70 {
+        advance(MS(100)).await;
+        settle().await;
+    }
+
+    for call in [holder_call, waiter_call] {
+        let token = call.await.unwrap().unwrap();
+        assert_eq!(token.access_token().secret(), "tok-1");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert_eq!(store.failures.load(Ordering::SeqCst), 0);
 }
 
 /// A store that is always down.

@@ -314,19 +314,30 @@ async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T
 /// that a live holder keeps it however long its retries and its store take,
 /// and a dead one (whose future is dropped with this one) loses it within
 /// `ttl`.
+///
+/// A failed extension is tried again a poll interval later, not a third of
+/// the time to live later: otherwise two failures in a row (a store that
+/// blinks for two thirds of the time to live) would let the lock lapse
+/// under a live holder. Each extension is given at most a third of the time
+/// to live, for the same reason.
 async fn renewing<F: Future>(lock: &StoreLock, ttl: Duration, work: F) -> F::Output {
+    let every = ttl / 3;
+    let retry = every.min(STORE_POLL_INTERVAL);
     let renew = async {
+        let mut pause = every;
         loop {
-            tokio::time::sleep(ttl / 3).await;
-            match bounded(lock.extend(ttl)).await {
-                Ok(true) => {}
-                Ok(false) => {
+            tokio::time::sleep(pause).await;
+            pause = retry;
+            match tokio::time::timeout(every.min(STORE_TIMEOUT), lock.extend(ttl)).await {
+                Ok(Ok(true)) => pause = every,
+                Ok(Ok(false)) => {
                     tracing::warn!(
                         "lost the refresh lock while refreshing; another cache may refresh too"
                     );
                     return std::future::pending::<()>().await;
                 }
-                Err(error) => tracing::debug!(%error, "could not extend the refresh lock"),
+                Ok(Err(error)) => tracing::debug!(%error, "could not extend the refresh lock"),
+                Err(_) => tracing::debug!("could not extend the refresh lock in time"),
             }
         }
     };
