@@ -595,6 +595,122 @@ async fn a_rejected_token_is_not_taken_back_from_the_store() {
     );
 }
 
+/// A [`MemoryStore`] whose saves fail while `failing` is set (a full disk,
+/// a Redis that answers reads but refuses writes).
+#[derive(Clone, Default)]
+struct FailingSaves {
+    inner: MemoryStore,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FailingSaves {
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl TokenStore for FailingSaves {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        self.inner.load(key)
+    }
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::unavailable("read-only")) });
+        }
+        self.inner.save(key, token)
+    }
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        self.inner.try_lock(key, ttl)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_a_rejected_token_is_not_taken_back_from_the_store_after_a_failed_save() {
+    // tok-1 is rejected, and the save of its successor fails: the store
+    // still holds tok-1. When tok-2 is replaced in turn, tok-1 is a
+    // different token, and fresh by its times, but this cache has held it
+    // (and seen it rejected): it must not come back.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = FailingSaves::default();
+    let cache = TokenCache::builder(counting(&requests, S(300)))
+        .store(store.clone(), key())
+        .build()
+        .unwrap();
+    let tok1 = cache.token().await.unwrap();
+    assert!(cache.invalidate(&tok1));
+    store.fail(true);
+    let tok2 = cache.token().await.unwrap();
+    assert_eq!(tok2.access_token().secret(), "tok-2");
+    store.fail(false);
+
+    assert!(cache.invalidate(&tok2));
+    let next = cache.token().await.unwrap();
+
+    assert_eq!(next.access_token().secret(), "tok-3");
+    assert_eq!(cache.stats().adopted_from_store, 0);
+    assert_eq!(
+        store.inner.get(&key()).unwrap().access_token().secret(),
+        "tok-3"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn b5_an_older_stored_token_never_lends_its_refresh_token() {
+    // The store fell behind this cache (a save failed): it holds tok-1 with
+    // rt-1, which the refresh to tok-2 spent. The next refresh must send
+    // rt-2, this cache's own, not the store's stale rt-1 (a reuse). tok-1
+    // lives 0 s, so it is expired and only its refresh token could be used.
+    let store = FailingSaves::default();
+    let sent: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let rotating = {
+        let (sent, n) = (sent.clone(), Arc::new(AtomicUsize::new(0)));
+        source::from_fn(move |previous: Option<Token>| {
+            sent.lock().unwrap().push(
+                previous
+                    .as_ref()
+                    .and_then(Token::refresh_token)
+                    .map(|rt| rt.secret().to_owned()),
+            );
+            let n = n.fetch_add(1, Ordering::SeqCst) + 1;
+            let lifetime = if n == 1 { S(0) } else { S(100) };
+            async move {
+                Ok(Token::new(format!("tok-{n}"))
+                    .with_refresh_token(format!("rt-{n}"))
+                    .with_expires_in(lifetime))
+            }
+        })
+    };
+    let cache = TokenCache::builder(rotating)
+        .store(store.clone(), key())
+        .build()
+        .unwrap();
+    cache.token().await.unwrap();
+    store.fail(true);
+    let tok2 = cache.token().await.unwrap();
+    assert_eq!(tok2.access_token().secret(), "tok-2");
+    store.fail(false);
+
+    assert!(cache.invalidate(&tok2));
+    let tok3 = cache.token().await.unwrap();
+
+    assert_eq!(tok3.access_token().secret(), "tok-3");
+    assert_eq!(
+        *sent.lock().unwrap(),
+        [None, Some("rt-1".to_owned()), Some("rt-2".to_owned())]
+    );
+}
+
 #[test]
 fn store_settings_are_checked_when_the_cache_is_built() {
     let builder = || -> TokenCacheBuilder {

@@ -416,6 +416,7 @@ impl TokenCacheBuilder {
             key,
             lock_ttl: self.store_lock_ttl,
             wait: self.store_wait,
+            held: Arc::default(),
         });
         self
     }

@@ -2,13 +2,15 @@
 //! order and the failure handling are documented for users in the `store`
 //! module ("How a cache uses its store"); this file implements them.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::entry::{Entry, authorization_value, effective_expiry};
@@ -16,7 +18,7 @@ use super::flight::{Config, fetch};
 use super::policy::Freshness;
 use super::stats::Counters;
 use crate::store::{StoreError, StoreKey, StoreLock, StoredToken, TokenStore, instant_to_wall};
-use crate::{Error, Token, TokenSource};
+use crate::{AccessToken, Error, Token, TokenSource};
 
 /// How often a cache waiting for another cache's refresh looks at the
 /// store (and tries the lock): 100 ms. A refresh takes a round trip to the
@@ -38,6 +40,51 @@ pub(crate) struct StoreSettings {
     pub(crate) lock_ttl: Duration,
     /// How long to wait for another holder; computed at build when unset.
     pub(crate) wait: Option<Duration>,
+    /// The tokens this cache has held, never to be installed again.
+    pub(crate) held: Arc<Held>,
+}
+
+/// How many of the tokens it has held a cache remembers. A store falls
+/// behind a cache by one token per failed save; sixteen failed saves in a
+/// row are an outage, which the cache survives alone.
+const HELD_MEMORY: usize = 16;
+
+/// The access tokens a cache has held (SHA-256 fingerprints, so that no
+/// old secret is kept), newest last.
+///
+/// A stored token among them is not news: the store fell behind this cache
+/// (a save failed), so it is older than the current token, and may be one
+/// the server rejected (B6). Installing it would go back in time; handing
+/// it to the source as `previous` would send a refresh token this cache has
+/// already spent (B5).
+#[derive(Default)]
+pub(crate) struct Held(Mutex<VecDeque<[u8; 32]>>);
+
+impl Held {
+    fn fingerprint(token: &AccessToken) -> [u8; 32] {
+        Sha256::digest(token.secret().as_bytes()).into()
+    }
+
+    fn remember(&self, token: &AccessToken) {
+        let fingerprint = Self::fingerprint(token);
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.back() == Some(&fingerprint) {
+            return;
+        }
+        held.retain(|f| *f != fingerprint);
+        if held.len() == HELD_MEMORY {
+            held.pop_front();
+        }
+        held.push_back(fingerprint);
+    }
+
+    fn contains(&self, token: &AccessToken) -> bool {
+        let fingerprint = Self::fingerprint(token);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&fingerprint)
+    }
 }
 
 impl fmt::Debug for StoreSettings {
@@ -86,24 +133,30 @@ enum Verdict {
     /// Fetch, handing it to the source as `previous`: it carries the
     /// newest refresh token of the lineage.
     Previous(Token),
-    /// It is our own token (or unusable); nothing to learn from it.
+    /// It is our own token, one we held before, or unusable; nothing to
+    /// learn from it.
     Ignore,
 }
 
 /// Judges a stored token against the cache's current one (B1, B2).
 ///
+/// * A token this cache has held (the current one, or one it replaced or
+///   saw rejected) is ignored: see [`Held`].
 /// * No token yet: install it while it is usable, however stale: a
 ///   restart must not cost a token request, and a stale token starts a
 ///   refresh ahead at the next call anyway.
-/// * Replacing a token: install it when it is another token and still
-///   fresh, so the refresh is done; else fetch.
-fn judge(stored: StoredToken, current: Option<&Entry>, config: &Config) -> Verdict {
-    let token = stored.to_token();
-    if let Some(current) = current
-        && current.token.access_token() == token.access_token()
-    {
+/// * Replacing a token: install it when it is still fresh, so the refresh
+///   is done; else fetch, with it as `previous`.
+///
+/// Times are not compared across caches: a stored token's times come from
+/// the wall clock of the process that fetched it, and a skew between
+/// replicas must not make a newer token look older (its refresh token
+/// would be skipped, and ours, already spent, sent instead).
+fn judge(stored: StoredToken, current: Option<&Entry>, held: &Held, config: &Config) -> Verdict {
+    if held.contains(stored.access_token()) {
         return Verdict::Ignore;
     }
+    let token = stored.to_token();
     if authorization_value(&token).is_err() {
         tracing::warn!("ignoring a stored token that cannot be sent in a header");
         return Verdict::Ignore;
@@ -131,7 +184,10 @@ pub(crate) async fn refresh(
     config: &Config,
     counters: &Counters,
 ) -> Result<Obtained, Error> {
-    Refresh {
+    if let Some(current) = current {
+        settings.held.remember(current.token.access_token());
+    }
+    let result = Refresh {
         settings,
         source,
         current,
@@ -140,7 +196,11 @@ pub(crate) async fn refresh(
         latest: None,
     }
     .run()
-    .await
+    .await;
+    if let Ok(obtained) = &result {
+        settings.held.remember(obtained.token.access_token());
+    }
+    result
 }
 
 /// What one refresh with a store works with.
@@ -202,21 +262,23 @@ impl Refresh<'_> {
         let Some(stored) = bounded(settings.store.load(&settings.key)).await? else {
             return Ok(None);
         };
-        Ok(match judge(stored, self.current, self.config) {
-            Verdict::Install(token) => {
-                Counters::bump(&self.counters.adopted_from_store);
-                tracing::debug!("token taken from the store");
-                Some(Obtained {
-                    token,
-                    fetched: false,
-                })
-            }
-            Verdict::Previous(token) => {
-                self.latest = Some(token);
-                None
-            }
-            Verdict::Ignore => None,
-        })
+        Ok(
+            match judge(stored, self.current, &settings.held, self.config) {
+                Verdict::Install(token) => {
+                    Counters::bump(&self.counters.adopted_from_store);
+                    tracing::debug!("token taken from the store");
+                    Some(Obtained {
+                        token,
+                        fetched: false,
+                    })
+                }
+                Verdict::Previous(token) => {
+                    self.latest = Some(token);
+                    None
+                }
+                Verdict::Ignore => None,
+            },
+        )
     }
 
     /// Holding the lock: look once more, else fetch and save; then release.

@@ -52,6 +52,10 @@
 //!    different token that is still fresh (another replica refreshed
 //!    first). A stored token that is not installed still gives the refresh
 //!    its refresh token: it is the `previous` token handed to the source.
+//!    A token the cache has held before (the one it is replacing, one the
+//!    server rejected, one it replaced) is neither installed nor handed to
+//!    the source: the store fell behind this cache (a save failed), and its
+//!    refresh token may be spent.
 //! 2. **Lock.** Otherwise the cache tries the store's refresh lock. The
 //!    holder loads once more (someone may have just finished), fetches
 //!    from the token source, **saves the new token before handing it out**
@@ -106,6 +110,17 @@
 //! they fall back to their primary grant (B5) — but a
 //! [`RefreshTokenGrant`](crate::oauth::RefreshTokenGrant) alone cannot, so
 //! give a fleet sharing one user's refresh token a highly available Redis.
+//!
+//! # Clocks
+//!
+//! A stored token carries wall-clock times (see [`StoredToken`]), and each
+//! cache reads them with its own clock: keep the clocks of processes that
+//! share a store synchronised (NTP). A cache whose clock is behind the
+//! fetching one's by more than the leeway sends a token past its expiry
+//! (the server rejects it, and the cache refreshes: B6); one whose clock
+//! is ahead refreshes early. Tokens from different processes are never
+//! ordered by their times: a skew could make a newer token look older and
+//! have its (newest) refresh token skipped.
 //!
 //! # Security
 //!
