@@ -232,6 +232,48 @@ async fn redis_odd_values_are_ignored_or_overwritten_never_a_panic() {
     assert!(!format!("{with_password:?}").contains("hunter2"));
 }
 
+#[tokio::test]
+async fn redis_endless_times_to_live_are_capped_not_refused() {
+    // `Duration::MAX` as a lock or refresh-token time to live means "as long
+    // as Redis can": Redis refuses a PX that overflows its clock, and every
+    // lock and save would fail, the cache going on alone every time.
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url())
+        .unwrap()
+        .refresh_token_ttl(Duration::MAX);
+    let key = key();
+    let token = Token::new("at-1")
+        .with_refresh_token("rt-1")
+        .with_expires_in(S(60));
+    store
+        .save(&key, &StoredToken::from_token(&token))
+        .await
+        .unwrap();
+    let lock = store
+        .try_lock(&key, Duration::MAX)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(lock.extend(Duration::MAX).await.unwrap());
+    lock.release().await.unwrap();
+
+    let tokens = token_server(300).await;
+    let build = || {
+        TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+            .store(store.clone(), StoreKey::new(["store_redis", "endless"]))
+            .store_lock_ttl(Duration::MAX)
+            .build()
+            .unwrap()
+    };
+    let caches = [build(), build()];
+    for cache in &caches {
+        cache.token().await.unwrap();
+    }
+    let stats = total(&caches);
+    assert_eq!(stats.store_errors, 0, "{stats:?}");
+    assert_eq!(tokens.requests(), 1, "{stats:?}");
+}
+
 // === a fleet ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,7 +139,9 @@ impl RedisStore {
 
     /// How long a token with a refresh token stays in Redis at least
     /// (default [`DEFAULT_REFRESH_TOKEN_TTL`]). Set it to your server's
-    /// refresh-token lifetime.
+    /// refresh-token lifetime; `Duration::MAX` keeps it as long as Redis
+    /// can (times to live are capped at about 73 million years, the most
+    /// Redis accepts with room to spare).
     #[must_use]
     pub fn refresh_token_ttl(self, ttl: Duration) -> RedisStore {
         self.configure(|inner| inner.refresh_token_ttl = ttl)
@@ -214,8 +216,17 @@ impl RedisStore {
     }
 }
 
+/// The longest time to live given to Redis, in milliseconds (about 73
+/// million years). Redis refuses a `PX`/`PEXPIRE` whose expiry overflows
+/// its millisecond clock (`i64`); a longer setting (`Duration::MAX` for a
+/// lock or a refresh token that should never lapse) is capped to this.
+const MAX_TTL_MS: u64 = i64::MAX as u64 / 4;
+
+/// `d` as a Redis time to live: whole milliseconds in `1..=MAX_TTL_MS`.
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
 }
 
 impl TokenStore for RedisStore {
