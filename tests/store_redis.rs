@@ -274,6 +274,39 @@ async fn redis_endless_times_to_live_are_capped_not_refused() {
     assert_eq!(tokens.requests(), 1, "{stats:?}");
 }
 
+#[tokio::test]
+async fn redis_commands_give_up_after_the_timeout_even_while_connecting() {
+    // A Redis that accepts connections and never answers (hung, or a black
+    // hole behind a proxy). Each command must give up after the store's
+    // timeout - not after the connection manager's connection attempts,
+    // retries and backoff - so that the cache goes on alone quickly.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/")).unwrap();
+    let timeout = tower_bearer::store::DEFAULT_REDIS_TIMEOUT;
+
+    // The first command connects; the second finds the connection attempt
+    // still under way (retried after a backoff).
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let error = store.load(&key()).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(error.is_unavailable(), "{error}");
+        // Two connection attempts and a backoff would take over twice the
+        // timeout; the margin is for a slow machine.
+        assert!(
+            took < timeout * 8 / 5,
+            "command {attempt} took {took:?}, the timeout is {timeout:?}"
+        );
+    }
+}
+
 // === a fleet ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

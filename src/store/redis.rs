@@ -1,6 +1,7 @@
 //! [`RedisStore`]: one token shared by every replica of a fleet.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -57,7 +58,8 @@ const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 /// Commands go through a `redis` [`ConnectionManager`], created at the
 /// first command (so building a store needs no Redis and no runtime), which
 /// reconnects after Redis comes back. Each command gives up after
-/// [`timeout`](Self::timeout) (default 1 s). A failed command is a
+/// [`timeout`](Self::timeout) (default 1 s), waiting for a connection
+/// included. A failed command is a
 /// [`StoreError`]; the cache logs it and fetches tokens on its own until
 /// Redis answers again. Use the store from one tokio runtime.
 ///
@@ -223,6 +225,20 @@ impl RedisStore {
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 4;
 
 /// `d` as a Redis time to live: whole milliseconds in `1..=MAX_TTL_MS`.
+/// A Redis command, given up after `timeout`. The connection manager's own
+/// timeouts apply to each connection attempt and each response, but a
+/// command that waits for a reconnection (attempts, retries, backoff) could
+/// take several times as long.
+async fn within<T>(
+    timeout: Duration,
+    command: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, command).await {
+        Ok(result) => result.map_err(StoreError::unavailable),
+        Err(_) => Err(StoreError::unavailable("Redis did not answer in time")),
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
         .unwrap_or(u64::MAX)
@@ -236,11 +252,13 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(self.token_key(key))
-                .query_async(&mut conn)
-                .await
-                .map_err(StoreError::unavailable)?;
+            let bytes: Option<Vec<u8>> = within(
+                self.inner.timeout,
+                redis::cmd("GET")
+                    .arg(self.token_key(key))
+                    .query_async(&mut conn),
+            )
+            .await?;
             let Some(bytes) = bytes else { return Ok(None) };
             match StoredToken::from_json(&bytes) {
                 Ok(token) => Ok(Some(token)),
@@ -263,14 +281,16 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            redis::cmd("SET")
-                .arg(self.token_key(key))
-                .arg(token.to_json())
-                .arg("PX")
-                .arg(millis(self.ttl_of(token)))
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(StoreError::unavailable)
+            within(
+                self.inner.timeout,
+                redis::cmd("SET")
+                    .arg(self.token_key(key))
+                    .arg(token.to_json())
+                    .arg("PX")
+                    .arg(millis(self.ttl_of(token)))
+                    .query_async::<()>(&mut conn),
+            )
+            .await
         })
     }
 
@@ -283,20 +303,24 @@ impl TokenStore for RedisStore {
             let mut conn = self.connection()?;
             let lock_key = self.lock_key(key);
             let value = unique_value();
-            let reply: Option<String> = redis::cmd("SET")
-                .arg(&lock_key)
-                .arg(&value)
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(ttl))
-                .query_async(&mut conn)
-                .await
-                .map_err(StoreError::unavailable)?;
+            let timeout = self.inner.timeout;
+            let reply: Option<String> = within(
+                timeout,
+                redis::cmd("SET")
+                    .arg(&lock_key)
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
             Ok(reply.map(|_| {
                 StoreLock::new(RedisLock {
                     conn,
                     key: lock_key,
                     value,
+                    timeout,
                 })
             }))
         })
@@ -320,21 +344,24 @@ struct RedisLock {
     conn: ConnectionManager,
     key: String,
     value: String,
+    timeout: Duration,
 }
 
 impl HeldLock for RedisLock {
     fn extend(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let extended: i64 = redis::cmd("EVAL")
-                .arg(EXTEND)
-                .arg(1)
-                .arg(&self.key)
-                .arg(&self.value)
-                .arg(millis(ttl))
-                .query_async(&mut conn)
-                .await
-                .map_err(StoreError::unavailable)?;
+            let extended: i64 = within(
+                self.timeout,
+                redis::cmd("EVAL")
+                    .arg(EXTEND)
+                    .arg(1)
+                    .arg(&self.key)
+                    .arg(&self.value)
+                    .arg(millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
             Ok(extended == 1)
         })
     }
@@ -344,17 +371,20 @@ impl HeldLock for RedisLock {
             mut conn,
             key,
             value,
+            timeout,
         } = *self;
         Box::pin(async move {
-            redis::cmd("EVAL")
-                .arg(RELEASE)
-                .arg(1)
-                .arg(&key)
-                .arg(&value)
-                .query_async::<i64>(&mut conn)
-                .await
-                .map(drop)
-                .map_err(StoreError::unavailable)
+            within(
+                timeout,
+                redis::cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(&value)
+                    .query_async::<i64>(&mut conn),
+            )
+            .await
+            .map(drop)
         })
     }
 }
