@@ -541,6 +541,35 @@ async fn the_refresh_lock_is_exclusive_until_released() {
     assert!(b.try_lock(&key, ttl).await.unwrap().is_some());
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn lock_files_are_never_opened_through_a_symbolic_link() {
+    // In a folder others can write, someone plants links at the names of
+    // the lock files, pointing where they want a file created (or opened)
+    // with this program's rights. The store must refuse them, not follow.
+    let dir = temp_dir("symlink");
+    let file = dir.join("tokens.json");
+    let store = FileStore::new(&file);
+    let key = StoreKey::new(["store_file", "symlink"]);
+    let planted = |lock: &str, target: &str| {
+        std::os::unix::fs::symlink(dir.join(target), dir.join(lock)).unwrap();
+        dir.join(target)
+    };
+    let save_target = planted("tokens.json.lock", "created-by-save");
+    let lock_name = format!("tokens.json.{}.lock", &key.as_str()[..16]);
+    let lock_target = planted(&lock_name, "created-by-lock");
+
+    let token = Token::new(format!("at-{MARK}"));
+    let saved = store.save(&key, &StoredToken::from_token(&token)).await;
+    let locked = store.try_lock(&key, Duration::from_secs(1)).await;
+
+    assert!(saved.unwrap_err().is_unavailable());
+    assert!(locked.unwrap_err().is_unavailable());
+    assert!(!save_target.exists(), "created through the link");
+    assert!(!lock_target.exists(), "created through the link");
+    assert!(!file.exists());
+}
+
 // === two processes ===
 
 /// Environment of a writer child process (see below).

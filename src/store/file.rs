@@ -42,7 +42,11 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 ///   torn one, whatever process writes and whenever it dies.
 /// * **Private.** The file holds tokens in clear text and is created with
 ///   mode 0600 (owner only) in a folder created with mode 0700 if missing.
-///   A load warns when the file is readable by others.
+///   A load warns when the file is readable by others. Keep it in a folder
+///   only its owner can write: whoever can write the folder can replace the
+///   file. The store never creates or opens its lock and temporary files
+///   through a symbolic link (a lock file that is one is refused, and the
+///   operation fails as if the store were unavailable).
 /// * **Serialised writes.** Saves take an exclusive lock on `<file>.lock`
 ///   around read-modify-write, so two processes saving different tokens
 ///   never lose one another's.
@@ -322,14 +326,65 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a lock file, creating it if missing, never through a symbolic
+/// link: in a folder others can write, a link planted at a lock file's name
+/// would have this store create (`O_CREAT` follows a dangling link) or open
+/// a file of someone else's choosing. A missing file is created with
+/// `create_new` (`O_EXCL`, which does not follow links); an existing one
+/// must be a regular file, and still the same file once open.
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {
-    private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(StoreError::unavailable)
+    // Each round either returns or saw the file appear after it looked:
+    // only a folder under attack sees that again and again.
+    for _ in 0..3 {
+        match fs::symlink_metadata(path) {
+            Ok(seen) if seen.file_type().is_file() => {
+                // flock needs no write access.
+                let file = File::open(path).map_err(StoreError::unavailable)?;
+                let opened = file.metadata().map_err(StoreError::unavailable)?;
+                if !same_file(&seen, &opened) {
+                    return Err(not_a_lock_file(path));
+                }
+                return Ok(file);
+            }
+            Ok(_) => return Err(not_a_lock_file(path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match private_options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                {
+                    Ok(file) => return Ok(file),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(StoreError::unavailable(e)),
+                }
+            }
+            Err(e) => return Err(StoreError::unavailable(e)),
+        }
+    }
+    Err(not_a_lock_file(path))
+}
+
+fn not_a_lock_file(path: &Path) -> StoreError {
+    tracing::warn!(
+        path = %path.display(),
+        "refusing a lock file that is not a plain file (a symbolic link?) or keeps changing; is the folder writable by others?"
+    );
+    StoreError::unavailable(io::Error::other(
+        "the lock file is not a plain file, or was replaced while being opened",
+    ))
+}
+
+/// Whether two metadata describe the same file (device and inode).
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::Metadata, b: &fs::Metadata) -> bool {
+    b.file_type().is_file()
 }
 
 /// Files this store creates are readable by their owner only.
