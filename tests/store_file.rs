@@ -570,6 +570,30 @@ async fn lock_files_are_never_opened_through_a_symbolic_link() {
     assert!(!file.exists());
 }
 
+#[tokio::test]
+async fn a_save_gives_up_when_another_process_holds_the_write_lock_too_long() {
+    // Another process holds the write lock and does not let go (stopped
+    // mid-save, a hung network file system). A save must fail in bounded
+    // time: waiting forever would also keep a thread of tokio's blocking
+    // pool, and the runtime's shutdown waits for those.
+    let dir = temp_dir("write-lock");
+    let file = dir.join("tokens.json");
+    let store = FileStore::new(&file);
+    let key = StoreKey::new(["store_file", "write-lock"]);
+    let token = StoredToken::from_token(&Token::new(format!("at-{MARK}")));
+    let other = std::fs::File::create(dir.join("tokens.json.lock")).unwrap();
+    other.lock().unwrap();
+
+    let saved = tokio::time::timeout(Duration::from_secs(20), store.save(&key, &token)).await;
+    drop(other);
+
+    let saved = saved.expect("the save waited for the write lock for 20 s");
+    assert!(saved.unwrap_err().is_unavailable());
+    assert!(!file.exists());
+    store.save(&key, &token).await.unwrap();
+    assert!(store.load(&key).await.unwrap().is_some());
+}
+
 // === two processes ===
 
 /// Environment of a writer child process (see below).

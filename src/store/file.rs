@@ -49,7 +49,8 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 ///   operation fails as if the store were unavailable).
 /// * **Serialised writes.** Saves take an exclusive lock on `<file>.lock`
 ///   around read-modify-write, so two processes saving different tokens
-///   never lose one another's.
+///   never lose one another's. A save waits at most 3 s for it (another
+///   save takes milliseconds), then fails.
 /// * **Forgiving reads.** A corrupt, truncated or unknown-version file (or
 ///   entry) is logged at `warn` and treated as empty — never a panic, never
 ///   an error for the cache — and the next good token overwrites it.
@@ -240,8 +241,7 @@ fn save(
         create_private_dir(parent)?;
     }
     // Serialise read-modify-write among processes; released when dropped.
-    let lock = open_lock_file(lock_path)?;
-    lock.lock().map_err(StoreError::unavailable)?;
+    let lock = lock_for_writing(open_lock_file(lock_path)?)?;
     let mut tokens = match read_file(path)? {
         None => serde_json::Map::new(),
         Some(bytes) => parse_file(&bytes).unwrap_or_else(|error| {
@@ -260,6 +260,48 @@ fn save(
     write_atomically(path, &bytes).map_err(StoreError::unavailable)?;
     drop(lock);
     Ok(())
+}
+
+/// How long a save waits for another save's write lock. A save holds it
+/// for a read, a write and two `fsync`s: milliseconds, a second on a slow
+/// disk. A holder that keeps it longer is stuck (stopped, or on a hung
+/// network file system).
+const WRITE_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the exclusive write lock on `lock`, waiting at most
+/// [`WRITE_LOCK_WAIT`], and returns the locked file.
+///
+/// A blocking `flock` on the calling thread could wait forever, and with it
+/// a thread of tokio's blocking pool, which a runtime's shutdown waits for;
+/// polling `try_lock` would starve behind a busy writer. So when the lock is
+/// taken, a thread of its own waits for it: given up on, it releases the
+/// lock as soon as it gets it, and ends.
+///
+/// The wait is on the system's monotonic clock, not tokio's: it runs on the
+/// blocking pool, where a paused tokio clock would never move.
+fn lock_for_writing(lock: File) -> Result<File, StoreError> {
+    match lock.try_lock() {
+        Ok(()) => return Ok(lock),
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => return Err(StoreError::unavailable(e)),
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("tower-bearer-file-lock".into())
+        .spawn(move || {
+            let locked = lock.lock().map(|()| lock);
+            // Given up on: the file (and its lock) is dropped with the
+            // message.
+            let _ = tx.send(locked);
+        })
+        .map_err(StoreError::unavailable)?;
+    match rx.recv_timeout(WRITE_LOCK_WAIT) {
+        Ok(locked) => locked.map_err(StoreError::unavailable),
+        Err(_) => Err(StoreError::unavailable(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "another process has held the token file's write lock for too long",
+        ))),
+    }
 }
 
 /// The file's bytes; `None` when there is no file.
