@@ -307,6 +307,40 @@ async fn redis_commands_give_up_after_the_timeout_even_while_connecting() {
     }
 }
 
+#[tokio::test]
+async fn redis_a_lock_whose_answer_timed_out_is_released_not_left_to_lapse() {
+    // Redis is slow (paused for writes here): the SET NX of the lock reaches
+    // it, but its answer comes after the store's timeout. The store reports
+    // an error, so no cache holds the lock: it must not stay in Redis for
+    // its whole time to live, making every other replica wait for nobody.
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap().timeout(MS(300));
+    store.load(&key()).await.unwrap(); // connected
+    let mut conn = raw(&redis).await;
+    let paused = Instant::now();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let error = store.try_lock(&key(), S(60)).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+
+    // Redis runs the SET when the pause ends (and, with the fix, the
+    // release queued after it): the lock is gone, not held for 60 s.
+    tokio::time::sleep_until((paused + MS(1_500)).into()).await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(store.lock_key(&key()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "the lock of a failed try_lock is still held");
+    assert!(store.try_lock(&key(), S(60)).await.unwrap().is_some());
+}
+
 // === a fleet ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

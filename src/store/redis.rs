@@ -304,7 +304,7 @@ impl TokenStore for RedisStore {
             let lock_key = self.lock_key(key);
             let value = unique_value();
             let timeout = self.inner.timeout;
-            let reply: Option<String> = within(
+            let reply: Result<Option<String>, StoreError> = within(
                 timeout,
                 redis::cmd("SET")
                     .arg(&lock_key)
@@ -314,15 +314,25 @@ impl TokenStore for RedisStore {
                     .arg(millis(ttl))
                     .query_async(&mut conn),
             )
-            .await?;
-            Ok(reply.map(|_| {
-                StoreLock::new(RedisLock {
-                    conn,
-                    key: lock_key,
-                    value,
-                    timeout,
-                })
-            }))
+            .await;
+            let held = RedisLock {
+                conn,
+                key: lock_key,
+                value,
+                timeout,
+            };
+            match reply {
+                Ok(Some(_)) => Ok(Some(StoreLock::new(held))),
+                Ok(None) => Ok(None),
+                // The SET may have reached Redis with only its answer late
+                // or lost: a dropped lock is released (compare-and-delete,
+                // sent after the SET on the same connection), so that no
+                // replica waits out the time to live of a lock nobody holds.
+                Err(error) => {
+                    drop(StoreLock::new(held));
+                    Err(error)
+                }
+            }
         })
     }
 }
