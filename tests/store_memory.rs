@@ -711,6 +711,37 @@ async fn b5_an_older_stored_token_never_lends_its_refresh_token() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stored_token_issued_in_the_future_is_not_used_past_its_expiry() {
+    // Stored times are another clock's (or corrupt): an issue time ahead of
+    // this clock, after the token's own expiry, must not stretch the usable
+    // window (which never ends before the issue time) past that expiry.
+    let store = MemoryStore::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let issued_ms = now_ms + 3_600_000; // an hour ahead
+    let expired_ms = now_ms - 1_000;
+    let json = format!(
+        r#"{{"version":1,"access_token":"skewed","issued_at_ms":{issued_ms},"expires_at_ms":{expired_ms}}}"#
+    );
+    store
+        .save(&key(), &StoredToken::from_json(json.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let cache = TokenCache::builder(counting(&requests, S(300)))
+        .store(store.clone(), key())
+        .build()
+        .unwrap();
+
+    let token = cache.token().await.unwrap();
+
+    assert_eq!(token.access_token().secret(), "tok-1");
+    assert_eq!(cache.stats().adopted_from_store, 0);
+}
+
 #[test]
 fn store_settings_are_checked_when_the_cache_is_built() {
     let builder = || -> TokenCacheBuilder {

@@ -98,12 +98,19 @@ impl StoredToken {
 
     /// The token on tokio's clock, as of now: an expiry 30 s ahead on the
     /// wall clock is 30 s ahead of `Instant::now()`.
+    ///
+    /// An issue time ahead of this clock (the fetching process's clock runs
+    /// ahead, or the value is corrupt) is taken as now: no token is issued
+    /// in the future, and a cache never ends a token's usable window before
+    /// its issue time, so a late issue time would keep a token in use past
+    /// its expiry.
     pub fn to_token(&self) -> Token {
         let (now_i, now_w) = (Instant::now(), SystemTime::now());
+        let issued_at = wall_to_instant(self.issued_at, now_i, now_w).min(now_i);
         let mut token = Token::new(self.access_token.clone())
             .with_token_type(self.token_type.clone())
             .with_refresh_token_opt(self.refresh_token.clone())
-            .with_issued_at(wall_to_instant(self.issued_at, now_i, now_w));
+            .with_issued_at(issued_at);
         if let Some(expires_at) = self.expires_at {
             token = token.with_expires_at(wall_to_instant(expires_at, now_i, now_w));
         }
