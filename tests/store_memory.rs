@@ -749,6 +749,17 @@ fn store_settings_are_checked_when_the_cache_is_built() {
     };
     assert!(builder().store_lock_ttl(MS(1)).build().is_err());
     assert!(builder().store_lock_ttl(S(1)).build().is_ok());
+    // Endless settings are settings, not overflows.
+    assert!(
+        builder()
+            .attempt_timeout(Duration::MAX)
+            .backoff(S(1), Duration::MAX)
+            .max_attempts(u32::MAX)
+            .store_lock_ttl(Duration::MAX)
+            .build()
+            .is_ok()
+    );
+    assert!(builder().store_wait(Duration::MAX).build().is_ok());
     // Order does not matter.
     assert!(
         TokenCache::builder(source::StaticToken::new("k"))

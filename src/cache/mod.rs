@@ -502,9 +502,9 @@ impl TokenCacheBuilder {
             }
             store.wait.get_or_insert_with(|| {
                 let refresh = match retries.attempt_timeout {
-                    Some(timeout) => {
-                        (timeout + retries.max_backoff).saturating_mul(retries.max_attempts)
-                    }
+                    Some(timeout) => timeout
+                        .saturating_add(retries.max_backoff)
+                        .saturating_mul(retries.max_attempts),
                     None => Duration::from_secs(60),
                 };
                 store.lock_ttl.saturating_add(refresh)
