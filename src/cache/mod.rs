@@ -423,8 +423,17 @@ impl TokenCacheBuilder {
 
     /// The time to live of the store's refresh lock (default
     /// [`DEFAULT_STORE_LOCK_TTL`], 10 s): at most this long does a holder
-    /// that died delay the others. The holder extends it every third of it
-    /// while it refreshes. At least 10 ms.
+    /// that died delay the others (a [`FileStore`](crate::store::FileStore)
+    /// lock ends with its process, whatever this says). The holder extends
+    /// it every third of it for as long as it holds it, and tries again a
+    /// [poll interval](crate::cache::STORE_POLL_INTERVAL) after a failed
+    /// extension.
+    ///
+    /// At least 10 ms, and well above the store's round trip: an extension
+    /// that takes a third of it counts as failed. `Duration::MAX` is
+    /// allowed (a `RedisStore` caps it at what Redis accepts) and means
+    /// that a crashed holder's lock never lapses: the others then wait
+    /// [`store_wait`](Self::store_wait).
     pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
         self.store_lock_ttl = ttl;
         if let Some(store) = &mut self.config.store {
@@ -438,6 +447,11 @@ impl TokenCacheBuilder {
     /// lock's time to live plus the longest a refresh with this cache's
     /// retry settings can take (`max_attempts` × (`attempt_timeout` +
     /// maximum backoff)), or plus 60 s without an attempt timeout.
+    ///
+    /// Fetching without the lock while the holder still refreshes is what
+    /// the lock prevents: with a shared *rotating* refresh token both send
+    /// the same one, and a server with reuse detection revokes the grant.
+    /// Keep it above the longest refresh of every cache sharing the store.
     pub fn store_wait(mut self, wait: Duration) -> Self {
         self.store_wait = Some(wait);
         if let Some(store) = &mut self.config.store {

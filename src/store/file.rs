@@ -61,8 +61,12 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 /// [`File::try_lock`]) on `<file>.<first 16 digits of the key>.lock`. The
 /// operating system releases it when the holder closes the file or dies,
 /// so the time to live is not needed and is ignored: a crashed holder
-/// delays nobody. Such locks work between processes on one host; on a
-/// network file system they depend on its lock support (NFSv4 has it).
+/// delays nobody. A `flock` belongs to an open file, not to a process, so
+/// two caches of one process exclude each other too. Such locks work
+/// between processes on one host; on a network file system they depend on
+/// its lock support (NFSv4 has it), and Linux emulates them there with
+/// POSIX locks, which belong to the process: two caches of one process
+/// then both get the lock.
 ///
 /// The lock files are left in place (removing a lock file someone may be
 /// locking is a race); they are empty.
