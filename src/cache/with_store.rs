@@ -262,23 +262,21 @@ impl Refresh<'_> {
         let Some(stored) = bounded(settings.store.load(&settings.key)).await? else {
             return Ok(None);
         };
-        Ok(
-            match judge(stored, self.current, &settings.held, self.config) {
-                Verdict::Install(token) => {
-                    Counters::bump(&self.counters.adopted_from_store);
-                    tracing::debug!("token taken from the store");
-                    Some(Obtained {
-                        token,
-                        fetched: false,
-                    })
-                }
-                Verdict::Previous(token) => {
-                    self.latest = Some(token);
-                    None
-                }
-                Verdict::Ignore => None,
-            },
-        )
+        match judge(stored, self.current, &settings.held, self.config) {
+            Verdict::Install(token) => {
+                Counters::bump(&self.counters.adopted_from_store);
+                tracing::debug!("token taken from the store");
+                Ok(Some(Obtained {
+                    token,
+                    fetched: false,
+                }))
+            }
+            Verdict::Previous(token) => {
+                self.latest = Some(token);
+                Ok(None)
+            }
+            Verdict::Ignore => Ok(None),
+        }
     }
 
     /// Holding the lock: look once more, else fetch and save; then release.
