@@ -91,7 +91,9 @@
 //!   [`store_wait`](crate::TokenCacheBuilder::store_wait) (by default the
 //!   lock's time to live plus the longest a refresh with this cache's retry
 //!   settings can take), then fetches a token on its own and logs a
-//!   warning.
+//!   warning. Keep `store_wait` above the longest refresh of every cache
+//!   sharing the store: a waiter fetching while the holder still does
+//!   sends the same rotating refresh token.
 //! * **The store fails** (Redis down, disk full): each failure is logged at
 //!   `warn` (never with a secret), counted in
 //!   [`CacheStats::store_errors`](crate::CacheStats::store_errors), and the
