@@ -742,6 +742,45 @@ async fn a_stored_token_issued_in_the_future_is_not_used_past_its_expiry() {
     assert_eq!(cache.stats().adopted_from_store, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn b11_stored_tokens_age_with_the_paused_clock() {
+    // Stored tokens carry wall-clock times. With tokio's clock paused, the
+    // wall clock the conversions use must move with `advance` too: a token
+    // stored 150 s (of tokio time) ago that lived 100 s is expired for a
+    // cache that starts now, however little real time passed.
+    let _clock = FrozenClock::freeze().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let build = || {
+        TokenCache::builder(counting(&requests, S(100)))
+            .store(store.clone(), key())
+            .build()
+            .unwrap()
+    };
+    let first = build();
+    assert_eq!(
+        first.token().await.unwrap().access_token().secret(),
+        "tok-1"
+    );
+
+    advance(S(150)).await;
+    let second = build();
+    let token = second.token().await.unwrap();
+
+    assert_eq!(token.access_token().secret(), "tok-2");
+    assert_eq!(second.stats().adopted_from_store, 0);
+    // And the other way round: frozen for a (real) while, the stored token
+    // loses no tokio time.
+    let third = build();
+    assert_eq!(
+        third.token().await.unwrap().access_token().secret(),
+        "tok-2"
+    );
+    let stored = store.get(&key()).unwrap().to_token();
+    let left = stored.expires_at().unwrap() - tokio::time::Instant::now();
+    assert!(left <= S(100) && left > S(100) - MS(2), "{left:?}");
+}
+
 #[test]
 fn store_settings_are_checked_when_the_cache_is_built() {
     let builder = || -> TokenCacheBuilder {

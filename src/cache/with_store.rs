@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -337,11 +337,9 @@ impl Refresh<'_> {
 /// logged and counted; the token is handed out all the same.
 async fn save(settings: &StoreSettings, token: &Token, config: &Config, counters: &Counters) {
     let expires = effective_expiry(token, config.default_lifetime);
-    let stored = StoredToken::from_token(token).with_expires_at(instant_to_wall(
-        expires,
-        Instant::now(),
-        SystemTime::now(),
-    ));
+    let (now_i, now_w) = crate::store::clocks_now();
+    let stored =
+        StoredToken::from_token(token).with_expires_at(instant_to_wall(expires, now_i, now_w));
     match bounded(settings.store.save(&settings.key, &stored)).await {
         Ok(()) => tracing::debug!(key = %settings.key, "token saved to the store"),
         Err(error) => failed(counters, &error, "save"),

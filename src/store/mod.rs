@@ -166,7 +166,7 @@ pub use self::redis::{
 };
 pub use self::stored::StoredToken;
 
-pub(crate) use self::stored::instant_to_wall;
+pub(crate) use self::stored::{clocks_now, instant_to_wall};
 
 /// Where tokens are kept between refreshes, restarts and processes; see the
 /// [module documentation](self) for how a cache uses it.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -207,7 +207,7 @@ impl RedisStore {
     /// least the refresh-token time to live when it has a refresh token.
     fn ttl_of(&self, token: &StoredToken) -> Duration {
         let access = token
-            .time_to_live(SystemTime::now())
+            .time_to_live(super::clocks_now().1)
             .unwrap_or(crate::cache::DEFAULT_LIFETIME);
         let ttl = if token.refresh_token().is_some() {
             access.max(self.inner.refresh_token_ttl)

@@ -14,7 +14,8 @@ use crate::{AccessToken, RefreshToken, Token, TokenType};
 /// A [`Token`]'s times are tokio [`Instant`]s, which mean nothing in another
 /// process or after a restart; a stored token carries wall-clock times
 /// instead (to the millisecond; Unix milliseconds on the wire), converted from and back to
-/// tokio's clock at the moment of the conversion.
+/// tokio's clock at the moment of the conversion. While tokio's clock is
+/// paused (tests), the wall clock of these conversions moves with it.
 ///
 /// Its JSON form ([`to_json`](Self::to_json)) is versioned:
 ///
@@ -75,7 +76,7 @@ impl StoredToken {
     /// `exp` claim of a JWT access token, else none (a loading cache then
     /// applies its default lifetime from the issue time).
     pub fn from_token(token: &Token) -> StoredToken {
-        let (now_i, now_w) = (Instant::now(), SystemTime::now());
+        let (now_i, now_w) = clocks_now();
         StoredToken {
             access_token: token.access_token().clone(),
             token_type: token.token_type().clone(),
@@ -105,7 +106,7 @@ impl StoredToken {
     /// its issue time, so a late issue time would keep a token in use past
     /// its expiry.
     pub fn to_token(&self) -> Token {
-        let (now_i, now_w) = (Instant::now(), SystemTime::now());
+        let (now_i, now_w) = clocks_now();
         let issued_at = wall_to_instant(self.issued_at, now_i, now_w).min(now_i);
         let mut token = Token::new(self.access_token.clone())
             .with_token_type(self.token_type.clone())
@@ -282,6 +283,28 @@ fn millisecond(at: SystemTime) -> SystemTime {
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// This moment on tokio's clock and on the wall clock.
+///
+/// Tokio's clock is the system's monotonic clock, so the wall time is
+/// `SystemTime::now()`, except while tokio's clock is paused (tests, B11):
+/// it then moves only with `tokio::time::advance`, and the wall time is
+/// shifted by how far tokio's clock is from the system's, so that stored
+/// tokens age with the clock the test drives: a token stored before an
+/// `advance(150 s)` is 150 s older after it, and one stored while the clock
+/// stands still ages not at all, however much real time passes.
+pub(crate) fn clocks_now() -> (Instant, SystemTime) {
+    let tokio = Instant::now();
+    let system = std::time::Instant::now();
+    let wall = SystemTime::now();
+    let tokio_std = tokio.into_std();
+    let shifted = if tokio_std >= system {
+        wall.checked_add(tokio_std - system)
+    } else {
+        wall.checked_sub(system - tokio_std)
+    };
+    (tokio, shifted.unwrap_or(wall))
 }
 
 /// `at` on the wall clock, given that `now_i` (tokio) is `now_w` (wall).
