@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -57,28 +57,17 @@ pub(crate) struct Sent<S, B, C> {
     pub(crate) replay: Option<Box<(S, Replay<B>)>>,
 }
 
-/// A copy of a request, taken before it was sent, and the header it was
-/// sent with.
+/// A copy of a request, taken before it was sent (with the `Authorization`
+/// it was sent with).
 pub(crate) struct Replay<B> {
     request: Request<B>,
-    header: HeaderValue,
-}
-
-impl<B: TryCloneBody> Replay<B> {
-    /// Copies `req` if its body can be copied, for a retry that will send
-    /// it with another token than `header`.
-    pub(crate) fn capture(req: &Request<B>, header: &HeaderValue) -> Option<Self> {
-        let body = req.body().try_clone_body()?;
-        let mut replay = Replay::with_body(req, body);
-        replay.header = header.clone();
-        Some(replay)
-    }
 }
 
 impl<B> Replay<B> {
     /// Copies method, URI, version, headers and extensions of `req` around
-    /// `body` (`Request<B>` itself is `Clone` only for `B: Clone`). The token
-    /// it was sent with is the request's `Authorization`, if it has one.
+    /// `body` (`Request<B>` itself is `Clone` only for `B: Clone`). Taken
+    /// after the token's header went in, so the copy knows which token the
+    /// first attempt carried.
     pub(crate) fn with_body(req: &Request<B>, body: B) -> Self {
         let mut copy = Request::new(body);
         *copy.method_mut() = req.method().clone();
@@ -86,15 +75,7 @@ impl<B> Replay<B> {
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
         *copy.extensions_mut() = req.extensions().clone();
-        let header = copy
-            .headers()
-            .get(AUTHORIZATION)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static(""));
-        Replay {
-            request: copy,
-            header,
-        }
+        Replay { request: copy }
     }
 }
 
@@ -192,11 +173,13 @@ where
     B: TryCloneBody,
 {
     let current = cache.acquire(None).await?;
-    let replay = match on_rejection {
-        OnRejection::RetryOnce => Replay::capture(&req, &current.header),
+    let body_copy = match on_rejection {
+        OnRejection::RetryOnce => req.body().try_clone_body(),
         OnRejection::Return => None,
     };
     req.headers_mut().insert(AUTHORIZATION, current.header);
+    // The same copy as on the fast path: taken once the header is in.
+    let replay = body_copy.map(|body| Replay::with_body(&req, body));
     ready_service(&mut service).await?;
     let response = service.call(req).await.map_err(Into::into)?;
     if classify.classify(response.status(), response.headers()) == Verdict::Accepted {
@@ -253,12 +236,12 @@ where
             return Ok(rejected);
         }
     };
-    if current.header == replay.header {
+    if replay.request.headers().get(AUTHORIZATION) == Some(&current.header) {
         tracing::debug!("the new token is the rejected one; returning the rejection");
         return Ok(rejected);
     }
     drop(rejected);
-    let Replay { mut request, .. } = replay;
+    let Replay { mut request } = replay;
     request.headers_mut().insert(AUTHORIZATION, current.header);
     cache.record_retry();
     // NOTE: the service's readiness was used by the first call (or this is a
