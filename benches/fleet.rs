@@ -18,63 +18,17 @@
 //! BENCHMARKS.md. Token requests per lifetime for fleets of N replicas are
 //! measured by the `fleet_table` test of `tests/store_redis.rs`.
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+mod support;
+
+use support::{Noop, call, request};
+
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body_util::Empty;
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_bearer::reject::OnRejection;
 use tower_bearer::store::{FileStore, MemoryStore, StoreKey, TokenStore};
 use tower_bearer::{AuthLayer, Token, TokenCache, source};
-
-/// Answers every request at once with an empty 200, dropping the request.
-#[derive(Clone)]
-struct Noop;
-
-impl<B> Service<Request<B>> for Noop {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        drop(req);
-        ready(Ok(Response::new(())))
-    }
-}
-
-/// A typical request: a URI and two headers.
-fn request() -> Request<Empty<Bytes>> {
-    Request::get("https://api.example.com/v1/items?page=2")
-        .header("accept", "application/json")
-        .header("user-agent", "bench/1.0")
-        .body(Empty::new())
-        .unwrap()
-}
-
-/// Calls `svc` once and polls the response future to completion.
-fn call<S, B>(svc: &mut S, req: Request<B>) -> S::Response
-where
-    S: Service<Request<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready());
-    let mut fut = pin!(svc.call(req));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(result) => result.unwrap(),
-        Poll::Pending => panic!("a fresh token never waits"),
-    }
-}
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl";
 
