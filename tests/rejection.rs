@@ -11,7 +11,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{TestServer, api_server, h2_client, http_client, http_source, text, token_server};
+use support::{
+    TestServer, api_server, h2_client, http_client, http_source, read_response, text, token_server,
+};
 use tokio::sync::Barrier;
 use tower::{Layer, ServiceExt};
 use tower_bearer::reject::OnRejection;
@@ -71,7 +73,10 @@ async fn b6_concurrent_401s_cause_one_refresh_and_one_retry_each() {
         .map(|i| {
             let client = client.clone();
             let url = api.url(&format!("/items/{i}"));
-            tokio::spawn(async move { client.oneshot(get(url)).await.map(|r| r.status()) })
+            tokio::spawn(async move {
+                let rsp = client.oneshot(get(url)).await?;
+                Ok::<_, tower::BoxError>(read_response(rsp).await.0)
+            })
         })
         .collect();
     for call in calls {

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use support::{
-    FrozenClock, TestServer, api_server, h2_client, http_client, http_source, settle_until,
-    token_json,
+    FrozenClock, TestServer, api_server, h2_client, http_client, http_source, read_response,
+    settle_until, token_json,
 };
 use tokio::sync::Notify;
 use tower::{Layer, ServiceExt};
@@ -46,7 +46,8 @@ async fn b3_ten_thousand_concurrent_calls_on_a_cold_cache_make_one_token_request
             tokio::spawn(async move {
                 started.fetch_add(1, Ordering::SeqCst);
                 let req = Request::get(url).body(Full::<Bytes>::default()).unwrap();
-                client.oneshot(req).await.map(|rsp| rsp.status())
+                let rsp = client.oneshot(req).await?;
+                Ok::<_, tower::BoxError>(read_response(rsp).await)
             })
         })
         .collect();
@@ -57,7 +58,9 @@ async fn b3_ten_thousand_concurrent_calls_on_a_cold_cache_make_one_token_request
     gate.notify_one();
 
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap(), StatusCode::OK);
+        // The API answers with the token it accepted.
+        let expected = (StatusCode::OK, "tok-1".to_owned());
+        assert_eq!(call.await.unwrap().unwrap(), expected);
     }
     assert_eq!(tokens.requests(), 1);
     assert_eq!(api.requests(), CALLS);

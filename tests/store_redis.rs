@@ -15,7 +15,8 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use support::redis::RedisServer;
 use support::{
-    TestServer, api_server, h2_client, http_client, http_source, settle_until, token_server,
+    TestServer, api_server, h2_client, http_client, http_source, read_response, settle_until,
+    token_server,
 };
 use tower::{Layer, ServiceExt};
 use tower_bearer::store::{RedisStore, StoreKey, StoredToken, TokenStore};
@@ -66,8 +67,10 @@ async fn traffic(caches: &[TokenCache], api: &TestServer, duration: Duration) ->
                 while Instant::now() < end {
                     let request = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
                     match client.clone().oneshot(request).await {
-                        Ok(rsp) if rsp.status() == StatusCode::OK => ok += 1,
-                        Ok(rsp) => failed.push(rsp.status().to_string()),
+                        Ok(rsp) => match read_response(rsp).await {
+                            (StatusCode::OK, _) => ok += 1,
+                            (status, _) => failed.push(status.to_string()),
+                        },
                         Err(e) => failed.push(e.to_string()),
                     }
                     tokio::time::sleep(MS(5)).await;

@@ -32,6 +32,24 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// Reads a response whole, as a well-behaved client does, and returns its
+/// status and body text.
+///
+/// Tests that send thousands of requests over one HTTP/2 connection must
+/// read each body: a response dropped before its DATA frame arrived resets
+/// the stream, and h2 counts frames that then arrive for streams it has
+/// forgotten as its own errors, ending the connection after 1024 of them
+/// (GOAWAY `too_many_internal_resets`).
+pub async fn read_response<B>(rsp: Response<B>) -> (StatusCode, String)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// A hyper-util legacy client speaking HTTP/2 only (prior knowledge), so
 /// thousands of concurrent requests share one connection.
 pub fn h2_client() -> HttpClient {
