@@ -6,12 +6,16 @@
 //! rare cases, waiting for a token and the retry after a rejection, are
 //! `async fn`s behind one box (`Boxed`), as linkerd does for its retries.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Buf;
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -114,7 +118,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
     B: TryCloneBody + Send + 'static,
-    ResB: Send + 'static,
+    ResB: Body + Send + 'static,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
@@ -171,6 +175,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
     B: TryCloneBody,
+    ResB: Body + Send + 'static,
 {
     let current = cache.acquire(None).await?;
     let body_copy = match on_rejection {
@@ -224,6 +229,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
     B: TryCloneBody,
+    ResB: Body + Send + 'static,
 {
     if !replay.request.body().is_replayable() {
         tracing::debug!("rejected request body cannot be replayed; returning the rejection");
@@ -240,7 +246,7 @@ where
         tracing::debug!("the new token is the rejected one; returning the rejection");
         return Ok(rejected);
     }
-    drop(rejected);
+    discard(rejected);
     let Replay { mut request } = replay;
     request.headers_mut().insert(AUTHORIZATION, current.header);
     cache.record_retry();
@@ -252,6 +258,55 @@ where
         cache.record_rejection();
     }
     Ok(response)
+}
+
+/// At most this much of a rejected response's body is read before it is
+/// dropped for the retry.
+const DISCARD_LIMIT: usize = 64 * 1024;
+/// For at most this long.
+const DISCARD_TIME: Duration = Duration::from_secs(1);
+
+/// Lets go of a rejection that is being retried, the way connections like.
+///
+/// Dropping a response whose body has not ended resets its HTTP/2 stream
+/// and closes an HTTP/1.1 connection. Worse, h2 counts frames that arrive
+/// after the reset, for streams it has forgotten, as its own errors, and
+/// ends the whole connection after 1024 of them (GOAWAY
+/// `too_many_internal_resets`): a burst of rejections over one connection
+/// could take down every request on it. So a body that has not ended is
+/// read to its end in the background, without delaying the retry: at most
+/// [`DISCARD_LIMIT`] bytes for at most [`DISCARD_TIME`], then dropped as
+/// it is.
+fn discard<B>(rejected: Response<B>)
+where
+    B: Body + Send + 'static,
+{
+    let body = rejected.into_body();
+    if body.is_end_stream() || body.size_hint().lower() > DISCARD_LIMIT as u64 {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut body = pin!(body);
+        let mut left = DISCARD_LIMIT;
+        let read_to_end = poll_fn(|cx| {
+            loop {
+                match ready!(body.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        let len = frame.data_ref().map_or(0, Buf::remaining);
+                        match left.checked_sub(len) {
+                            Some(rest) => left = rest,
+                            None => return Poll::Ready(()),
+                        }
+                    }
+                    Some(Err(_)) | None => return Poll::Ready(()),
+                }
+            }
+        });
+        let _ = tokio::time::timeout(DISCARD_TIME, read_to_end).await;
+    });
 }
 
 async fn ready_service<S, Req>(service: &mut S) -> Result<(), BoxError>

@@ -59,6 +59,16 @@
 //! *that* clone ready after the token arrived, so a slow token endpoint holds
 //! no capacity of the inner service (a `Buffer` slot, a concurrency permit).
 //! The retry also polls its service ready before sending.
+//!
+//! # The rejected response
+//!
+//! A rejection that is retried is not dropped unread: its body (the inner
+//! service's response body, hence the `http_body::Body` bound) is read to
+//! its end in a background task, at most 64 KiB for at most 1 s, while the
+//! retry goes out. Dropping it would close an HTTP/1.1 connection, and
+//! reset an HTTP/2 stream; h2 counts frames that arrive for streams it has
+//! reset and forgotten as its own errors and closes the connection after
+//! 1024 of them, so a burst of rejections could fail every request on it.
 
 use std::fmt;
 
@@ -197,7 +207,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
     B: TryCloneBody + Send + 'static,
-    ResB: Send + 'static,
+    ResB: http_body::Body + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
@@ -263,7 +273,7 @@ impl<S: Clone, C: Classify> AuthService<S, C> {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: TryCloneBody + Send + 'static,
-        ResB: Send + 'static,
+        ResB: http_body::Body + Send + 'static,
     {
         if req.headers().contains_key(AUTHORIZATION) {
             return ResponseFuture::passthrough(self.inner.call(req));

@@ -30,7 +30,7 @@
 //! # let client = tower::service_fn(|req: Request<Full<Bytes>>| async move {
 //! #     let ok = req.headers()["authorization"] == "Bearer t0k3n";
 //! #     let status = if ok { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
-//! #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(()).unwrap())
+//! #     Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(Full::<Bytes>::default()).unwrap())
 //! # });
 //! // `client` is your HTTP client as a tower service, e.g. hyper-util's
 //! // `Client<_, Full<Bytes>>`.

@@ -321,7 +321,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     C: Classify,
-    ResB: Send + 'static,
+    ResB: http_body::Body + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = BoxError;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use support::{FrozenClock, HttpClient, TestServer, http_client, http_source, settle_until, text};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::buffer::Buffer;
@@ -122,7 +122,8 @@ async fn b10_token_errors_reach_the_caller_as_a_downcastable_error_through_timeo
 #[tokio::test]
 async fn b10_poll_ready_is_pending_while_the_inner_service_is() {
     let cache = TokenCache::new(tower_bearer::source::StaticToken::new("key"));
-    let (mock, mut handle) = tower_test::mock::pair::<Request<Full<Bytes>>, Response<()>>();
+    let (mock, mut handle) =
+        tower_test::mock::pair::<Request<Full<Bytes>>, Response<Empty<Bytes>>>();
     let mut svc = tokio_test::task::spawn(AuthLayer::new(cache).layer(mock));
 
     handle.allow(0);
@@ -141,14 +142,15 @@ async fn b10_inner_service_is_called_only_after_it_was_polled_ready() {
     // the inner service ready: the mock allows exactly one request, and it
     // is the one after the token arrived.
     let cache = TokenCache::new(tower_bearer::source::StaticToken::new("key"));
-    let (mock, mut handle) = tower_test::mock::pair::<Request<Full<Bytes>>, Response<()>>();
+    let (mock, mut handle) =
+        tower_test::mock::pair::<Request<Full<Bytes>>, Response<Empty<Bytes>>>();
     handle.allow(1);
     let mut svc = AuthLayer::new(cache).layer(mock);
     svc.ready().await.unwrap();
     let call = tokio::spawn(svc.call(Request::new(Full::default())));
     let (req, respond) = handle.next_request().await.unwrap();
     assert_eq!(req.headers()["authorization"], "Bearer key");
-    respond.send_response(Response::new(()));
+    respond.send_response(Response::new(Empty::new()));
     call.await.unwrap().unwrap();
 }
 

@@ -3,16 +3,24 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Either, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::{
-    TestServer, api_server, h2_client, http_client, http_source, read_response, text, token_server,
+    FrozenClock, TestServer, api_server, h2_client, http_client, http_source, read_response,
+    settle_until, text, token_server,
 };
 use tokio::sync::Barrier;
 use tower::{Layer, ServiceExt};
@@ -378,4 +386,146 @@ async fn b7_every_value_of_a_preset_authorization_is_kept_in_order() {
     assert_eq!(seen.headers["x-before"], "1");
     assert_eq!(seen.headers["x-after"], "2");
     assert_eq!(tokens.requests(), 1);
+}
+
+/// A 401 body held back until the server lets it go, which records whether
+/// it was sent to its end before hyper dropped it.
+struct HeldBody {
+    release: Option<tokio::sync::oneshot::Receiver<()>>,
+    data: Option<Bytes>,
+    ended: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(release) = self.release.as_mut() {
+            // A dropped sender holds the body for ever.
+            if ready!(Pin::new(release).poll(cx)).is_err() {
+                return Poll::Pending;
+            }
+            self.release = None;
+        }
+        match self.data.take() {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None => {
+                self.ended.store(true, Ordering::SeqCst);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An HTTP/2 API that rejects `tok-1` with a [`HeldBody`], and accepts
+/// `tok-2`. With `release_on_retry`, the retry lets the 401 body go.
+struct HeldApi {
+    url: String,
+    ended: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn held_401_api(release_on_retry: bool) -> HeldApi {
+    type Body = Either<HeldBody, Full<Bytes>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/items", listener.local_addr().unwrap());
+    let (ended, dropped) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let release = Arc::new(Mutex::new(None));
+    let task = tokio::spawn({
+        let (ended, dropped) = (ended.clone(), dropped.clone());
+        async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let auth = req.headers().get("authorization").cloned();
+                let rsp: Response<Body> = if auth.as_ref().is_some_and(|v| v == "Bearer tok-1") {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    *release.lock().unwrap() = Some(tx);
+                    let body = HeldBody {
+                        release: Some(rx),
+                        data: Some(Bytes::from_static(b"token expired")),
+                        ended: ended.clone(),
+                        dropped: dropped.clone(),
+                    };
+                    Response::builder()
+                        .status(StatusCode::UNAUTHORIZED)
+                        .body(Either::Left(body))
+                        .unwrap()
+                } else {
+                    let held = release.lock().unwrap().take();
+                    if let (true, Some(tx)) = (release_on_retry, held) {
+                        let _ = tx.send(());
+                    }
+                    Response::new(Either::Right(Full::new(Bytes::from_static(b"ok"))))
+                };
+                std::future::ready(Ok::<_, Infallible>(rsp))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        }
+    });
+    HeldApi {
+        url,
+        ended,
+        dropped,
+        _task: task,
+    }
+}
+
+#[tokio::test]
+async fn b6_the_rejected_body_is_read_to_its_end_so_http2_does_not_reset_the_stream() {
+    // Dropping a 401 unread resets its HTTP/2 stream; frames the server had
+    // already sent then count as h2 errors of the client, and 1024 of them
+    // end the connection (GOAWAY too_many_internal_resets) with every
+    // request on it. Here the 401's body is only sent after the retry
+    // arrived: it must still reach its end.
+    let tokens = token_server(3600).await;
+    let api = held_401_api(true).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache).layer(h2_client());
+
+    let rsp = client.oneshot(get(api.url.clone())).await.unwrap();
+    assert_eq!(read_response(rsp).await, (StatusCode::OK, "ok".to_owned()));
+    settle_until(|| api.dropped.load(Ordering::SeqCst)).await;
+    assert!(
+        api.ended.load(Ordering::SeqCst),
+        "the 401 stream was reset instead of read to its end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_a_rejected_body_that_never_ends_is_dropped_after_one_second() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = token_server(3600).await;
+    let api = held_401_api(false).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache).layer(h2_client());
+
+    let rsp = client.oneshot(get(api.url.clone())).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    // The retry did not wait for the 401's body; it is still being read.
+    tokio::time::advance(Duration::from_millis(999)).await;
+    settle_until(|| true).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!api.dropped.load(Ordering::SeqCst));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle_until(|| api.dropped.load(Ordering::SeqCst)).await;
+    assert!(!api.ended.load(Ordering::SeqCst));
 }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use http_body_util::channel::{Channel as BodyChannel, Sender};
+use http_body_util::{BodyExt, Empty};
 
 use support::{FrozenClock, TestServer, http_client, http_source};
 use tokio::net::TcpListener;
@@ -192,7 +192,7 @@ struct KeepingChannel {
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for KeepingChannel {
-    type Response = http::Response<()>;
+    type Response = http::Response<Empty<Bytes>>;
     type Error = BoxError;
     type Future = source::BoxFuture<'static, Result<Self::Response, BoxError>>;
 
@@ -212,7 +212,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for KeepingChannel {
             kept.lock().unwrap().push(body);
             Ok(http::Response::builder()
                 .header("grpc-status", "16")
-                .body(())
+                .body(Empty::new())
                 .unwrap())
         })
     }

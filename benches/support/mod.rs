@@ -17,9 +17,9 @@ use tower::Service;
 pub struct Noop;
 
 impl<B> Service<Request<B>> for Noop {
-    type Response = Response<()>;
+    type Response = Response<Empty<Bytes>>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
+    type Future = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -27,7 +27,7 @@ impl<B> Service<Request<B>> for Noop {
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         drop(req);
-        ready(Ok(Response::new(())))
+        ready(Ok(Response::new(Empty::new())))
     }
 }
 

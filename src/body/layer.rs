@@ -42,7 +42,7 @@ use super::replay::{DEFAULT_REPLAY_CAP, ReplayBody};
 /// // `Client<HttpConnector, ReplayBody<B>>`.
 /// let client = tower::service_fn(|req: Request<ReplayBody<_>>| async move {
 ///     let body = req.into_body().collect().await?.to_bytes();
-///     Ok::<_, tower_bearer::BoxError>(Response::new(body))
+///     Ok::<_, tower_bearer::BoxError>(Response::new(String::from_utf8(body.to_vec())?))
 /// });
 /// let cache = TokenCache::new(StaticToken::new("t0k3n"));
 /// let api = ServiceBuilder::new()
