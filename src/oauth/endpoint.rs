@@ -120,6 +120,7 @@ impl TokenEndpoint {
             max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             allow_insecure_http: false,
             transport: None,
+            root_certificates: Vec::new(),
         }
     }
 
@@ -242,6 +243,8 @@ pub struct TokenEndpointBuilder {
     max_response_size: usize,
     allow_insecure_http: bool,
     transport: Option<Arc<dyn Transport>>,
+    /// PEM documents with extra trust anchors for the built-in transport.
+    root_certificates: Vec<Vec<u8>>,
 }
 
 impl TokenEndpointBuilder {
@@ -303,6 +306,43 @@ impl TokenEndpointBuilder {
     /// test network.
     pub fn allow_insecure_http(mut self) -> Self {
         self.allow_insecure_http = true;
+        self
+    }
+
+    /// Trusts the certificates in `pem` (one or more `CERTIFICATE`
+    /// sections) as roots, in addition to the webpki roots the built-in
+    /// HTTPS transport trusts: for an authorization server whose
+    /// certificate is issued by a private CA. Repeatable.
+    ///
+    /// [`build`](Self::build) fails when `pem` holds no valid certificate,
+    /// or when a custom [`transport`](Self::transport) is set too (configure
+    /// its TLS there).
+    ///
+    /// ```
+    /// use tower_bearer::oauth::{ClientAuth, TokenEndpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let pem = rcgen::generate_simple_self_signed(vec!["idp.internal".into()]).unwrap().cert.pem();
+    /// // let pem = std::fs::read("/etc/ssl/private-ca.pem")?;
+    /// let endpoint = TokenEndpoint::builder(
+    ///     "https://idp.internal/oauth2/token",
+    ///     ClientAuth::basic("my-client", "my-secret"),
+    /// )
+    /// .add_root_certificate_pem(pem)
+    /// .build()
+    /// .unwrap();
+    /// # let _ = endpoint;
+    /// let bad = TokenEndpoint::builder("https://idp.internal/t", ClientAuth::none("id"))
+    ///     .add_root_certificate_pem("not a certificate")
+    ///     .build();
+    /// assert!(bad.is_err());
+    /// # }
+    /// ```
+    #[cfg(feature = "https")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
+    pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.root_certificates.push(pem.as_ref().to_vec());
         self
     }
 
@@ -383,8 +423,14 @@ impl TokenEndpointBuilder {
             return Err(ConfigError::new("the timeout must not be zero"));
         }
         let transport = match self.transport {
+            Some(_) if !self.root_certificates.is_empty() => {
+                return Err(ConfigError::new(
+                    "root certificates apply to the built-in transport only; \
+                     configure TLS in the custom transport",
+                ));
+            }
             Some(transport) => transport,
-            None => default_transport(https)?,
+            None => default_transport(https, &self.root_certificates)?,
         };
         Ok(TokenEndpoint {
             inner: Arc::new(Inner {
@@ -421,17 +467,18 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("max_response_size", &self.max_response_size)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("custom_transport", &self.transport.is_some())
+            .field("root_certificates", &self.root_certificates.len())
             .finish()
     }
 }
 
 #[cfg(feature = "hyper-client")]
-fn default_transport(https: bool) -> Result<Arc<dyn Transport>, ConfigError> {
-    super::hyper_client::default_transport(https)
+fn default_transport(https: bool, roots: &[Vec<u8>]) -> Result<Arc<dyn Transport>, ConfigError> {
+    super::hyper_client::default_transport(https, roots)
 }
 
 #[cfg(not(feature = "hyper-client"))]
-fn default_transport(_https: bool) -> Result<Arc<dyn Transport>, ConfigError> {
+fn default_transport(_https: bool, _roots: &[Vec<u8>]) -> Result<Arc<dyn Transport>, ConfigError> {
     Err(ConfigError::new(
         "no transport: enable the `https` feature or set one with `transport`",
     ))

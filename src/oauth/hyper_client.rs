@@ -25,9 +25,12 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default transport for a token endpoint.
 ///
 /// With the `https` feature it speaks HTTPS (HTTP/1.1 and HTTP/2 by ALPN)
-/// and plain HTTP; without it, only plain HTTP, and an `https` endpoint is a
-/// configuration error.
-pub(crate) fn default_transport(https: bool) -> Result<Arc<dyn Transport>, ConfigError> {
+/// and plain HTTP, trusting the webpki roots plus `extra_roots`; without
+/// it, only plain HTTP, and an `https` endpoint is a configuration error.
+pub(crate) fn default_transport(
+    https: bool,
+    extra_roots: &[Vec<u8>],
+) -> Result<Arc<dyn Transport>, ConfigError> {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_timer(TokioTimer::new())
@@ -37,8 +40,7 @@ pub(crate) fn default_transport(https: bool) -> Result<Arc<dyn Transport>, Confi
     {
         let _ = https;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ConfigError::new(format!("cannot set up TLS: {e}")))?
+            .with_tls_config(tls_config(extra_roots)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -49,6 +51,7 @@ pub(crate) fn default_transport(https: bool) -> Result<Arc<dyn Transport>, Confi
 
     #[cfg(not(feature = "https"))]
     {
+        let _ = extra_roots;
         if https {
             return Err(ConfigError::new(
                 "an https token endpoint needs the `https` feature or a custom transport",
@@ -57,4 +60,38 @@ pub(crate) fn default_transport(https: bool) -> Result<Arc<dyn Transport>, Confi
         let client: Client<_, Full<Bytes>> = builder.build_http();
         Ok(Arc::new(ServiceTransport::new(client)))
     }
+}
+
+/// rustls with the ring provider, its safe default protocol versions, and
+/// the webpki roots plus the certificates of each PEM in `extra_roots`.
+#[cfg(feature = "https")]
+fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in extra_roots {
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| {
+                ConfigError::new(format!("a root certificate is not valid PEM: {e}"))
+            })?;
+            roots
+                .add(cert)
+                .map_err(|e| ConfigError::new(format!("a root certificate cannot be used: {e}")))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(ConfigError::new(
+                "a root certificate PEM holds no CERTIFICATE section",
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
