@@ -36,6 +36,28 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// the same shared value (B3). `Display` is a short lower-case sentence with no
 /// secret in it (B8); the underlying cause is available through
 /// [`source`](StdError::source).
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::{source, Error, ErrorKind, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = TokenCache::new(source::from_fn(|_previous| async {
+///     Err(Error::permanent("this client was disabled"))
+/// }));
+///
+/// let error = cache.token().await.unwrap_err();
+/// assert!(error.is_permanent());
+/// let advice = match error.kind() {
+///     ErrorKind::OAuth => "the authorization server refused",
+///     ErrorKind::Connect | ErrorKind::Timeout => "the token endpoint is unreachable",
+///     _ => "no token",
+/// };
+/// assert_eq!(advice, "no token");
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<Inner>,
@@ -53,6 +75,17 @@ struct Inner {
 
 /// What kind of failure an [`Error`] is. Match on it with a wildcard arm: new
 /// kinds may be added.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{Error, ErrorKind};
+///
+/// let error = Error::timeout(Duration::from_secs(10));
+/// assert_eq!(error.kind(), ErrorKind::Timeout);
+/// assert!(error.is_transient());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -332,6 +365,25 @@ impl StdError for Error {
 }
 
 /// An RFC 6749 §5.2 error response from a token endpoint.
+///
+/// # Example
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_bearer::{Error, ErrorKind, OAuthError, OAuthErrorCode};
+///
+/// // What a token endpoint's `{"error": "invalid_client", …}` with 401 becomes.
+/// let refused = OAuthError::new(OAuthErrorCode::InvalidClient)
+///     .with_description("client authentication failed")
+///     .with_status(StatusCode::UNAUTHORIZED);
+/// let error = Error::oauth(refused);
+///
+/// assert_eq!(error.kind(), ErrorKind::OAuth);
+/// assert!(error.is_permanent());
+/// let oauth = error.oauth_error().unwrap();
+/// assert_eq!(oauth.code(), &OAuthErrorCode::InvalidClient);
+/// assert_eq!(oauth.status(), Some(StatusCode::UNAUTHORIZED));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
     code: OAuthErrorCode,
@@ -401,6 +453,18 @@ impl fmt::Display for OAuthError {
 }
 
 /// The `error` code of an RFC 6749 §5.2 error response.
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::OAuthErrorCode;
+///
+/// assert_eq!(OAuthErrorCode::parse("invalid_grant"), OAuthErrorCode::InvalidGrant);
+/// // Codes outside RFC 6749 are kept as they are.
+/// let custom = OAuthErrorCode::parse("authorization_pending");
+/// assert_eq!(custom.as_str(), "authorization_pending");
+/// assert!(OAuthErrorCode::parse("temporarily_unavailable").is_transient());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OAuthErrorCode {
@@ -473,6 +537,18 @@ impl fmt::Display for OAuthErrorCode {
 
 /// A configuration value that cannot work, reported when the configuration
 /// is built rather than when the first request runs into it.
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::{source::StaticToken, TokenCache};
+///
+/// let error = TokenCache::builder(StaticToken::new("t0k3n"))
+///     .refresh_ahead(1.5) // a fraction of the lifetime: must be in (0, 1]
+///     .build()
+///     .unwrap_err();
+/// assert!(error.to_string().starts_with("invalid configuration"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     message: Box<str>,

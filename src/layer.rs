@@ -89,6 +89,30 @@ use crate::{BoxError, TokenCache};
 /// Cheap to clone. Several layers may share one cache (one token for all of
 /// them), and one process may hold several layers over different caches
 /// (one per API).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// use tower_bearer::{reject::OnRejection, source::StaticToken, AuthLayer, TokenCache};
+///
+/// let cache = TokenCache::new(StaticToken::new("t0k3n"));
+/// // Two layers over one cache share its token; this one returns rejections
+/// // to the caller instead of retrying them.
+/// let retrying = AuthLayer::new(cache.clone());
+/// let returning = AuthLayer::new(cache).on_rejection(OnRejection::Return);
+///
+/// # let client = tower::service_fn(|_: http::Request<String>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// # });
+/// // `retry → timeout → AuthLayer → client`
+/// let api = ServiceBuilder::new()
+///     .timeout(Duration::from_secs(10))
+///     .layer(retrying)
+///     .service(client);
+/// # drop((api, returning));
+/// ```
 #[derive(Clone)]
 pub struct AuthLayer<C = Standard> {
     cache: TokenCache,
@@ -160,6 +184,32 @@ impl<C> fmt::Debug for AuthLayer<C> {
 /// are (B10). Fails with [`BoxError`]: token failures are a
 /// [`tower_bearer::Error`](crate::Error) inside it, inner failures are the
 /// inner service's error.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::ServiceExt;
+/// use tower_bearer::{source::StaticToken, AuthService, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::BoxError> {
+/// // An API that wants the token.
+/// let api = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+///     let ok = req.headers()["authorization"] == "Bearer t0k3n";
+///     let status = if ok { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+///     let response = Response::builder().status(status).body(Full::<Bytes>::default());
+///     Ok::<_, http::Error>(response?)
+/// });
+///
+/// let service = AuthService::new(api, TokenCache::new(StaticToken::new("t0k3n")));
+/// let response = service.oneshot(Request::new(Full::default())).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct AuthService<S, C = Standard> {
     inner: S,

@@ -37,6 +37,17 @@ use http::{HeaderMap, HeaderName, StatusCode, header::WWW_AUTHENTICATE};
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Whether a response accepted the token it was sent with.
+///
+/// # Example
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use tower_bearer::reject::{Classify, Standard, Verdict};
+///
+/// let headers = HeaderMap::new();
+/// assert_eq!(Standard.classify(StatusCode::UNAUTHORIZED, &headers), Verdict::Rejected);
+/// assert_eq!(Standard.classify(StatusCode::FORBIDDEN, &headers), Verdict::Accepted);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The server did not complain about the token.
@@ -47,6 +58,35 @@ pub enum Verdict {
 
 /// Decides whether a response rejects its token. Implemented by [`Standard`],
 /// by [`StatusOnly`] and by closures `Fn(StatusCode, &HeaderMap) -> Verdict`.
+///
+/// # Example
+///
+/// A rule as a type, for an API that also says `419` for an expired token:
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use tower_bearer::reject::{Classify, Standard, Verdict};
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+///
+/// #[derive(Clone)]
+/// struct ExpiredIs419;
+///
+/// impl Classify for ExpiredIs419 {
+///     fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
+///         match status.as_u16() {
+///             419 => Verdict::Rejected,
+///             _ => Standard.classify(status, headers),
+///         }
+///     }
+/// }
+///
+/// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k"))).classify(ExpiredIs419);
+/// # drop(layer);
+/// assert_eq!(
+///     ExpiredIs419.classify(StatusCode::from_u16(419).unwrap(), &HeaderMap::new()),
+///     Verdict::Rejected
+/// );
+/// ```
 pub trait Classify: Clone + Send + Sync + 'static {
     /// Classifies a response by its status and headers.
     fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Verdict;
@@ -54,6 +94,23 @@ pub trait Classify: Clone + Send + Sync + 'static {
 
 /// The default: 401 (unless the challenge says `insufficient_scope`), or
 /// `grpc-status: 16` in the response headers.
+///
+/// # Example
+///
+/// ```
+/// use http::{header::WWW_AUTHENTICATE, HeaderMap, HeaderValue, StatusCode};
+/// use tower_bearer::reject::{Classify, Standard, Verdict};
+///
+/// // A gRPC rejection: HTTP 200 with `grpc-status: 16` in the headers.
+/// let mut grpc = HeaderMap::new();
+/// grpc.insert("grpc-status", HeaderValue::from_static("16"));
+/// assert_eq!(Standard.classify(StatusCode::OK, &grpc), Verdict::Rejected);
+///
+/// // A 401 that asks for more scope: a new token would not help.
+/// let mut scope = HeaderMap::new();
+/// scope.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="insufficient_scope""#));
+/// assert_eq!(Standard.classify(StatusCode::UNAUTHORIZED, &scope), Verdict::Accepted);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Standard;
 
@@ -78,6 +135,22 @@ impl Classify for Standard {
 
 /// HTTP 401 only, for services that are not gRPC and do not want the header
 /// looked at.
+///
+/// # Example
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, StatusCode};
+/// use tower_bearer::reject::{Classify, StatusOnly, Verdict};
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+///
+/// let mut grpc = HeaderMap::new();
+/// grpc.insert("grpc-status", HeaderValue::from_static("16"));
+/// assert_eq!(StatusOnly.classify(StatusCode::OK, &grpc), Verdict::Accepted);
+/// assert_eq!(StatusOnly.classify(StatusCode::UNAUTHORIZED, &grpc), Verdict::Rejected);
+///
+/// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k"))).classify(StatusOnly);
+/// # drop(layer);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusOnly;
 
@@ -102,6 +175,19 @@ where
 
 /// What [`AuthService`](crate::AuthService) does after a rejection, besides
 /// invalidating the token.
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::{reject::OnRejection, source::StaticToken, AuthLayer, TokenCache};
+///
+/// // Let the caller (or an outer retry layer) see every 401; the rejected
+/// // token is still invalidated, so the next request gets a new one.
+/// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k")))
+///     .on_rejection(OnRejection::Return);
+/// # drop(layer);
+/// assert_eq!(OnRejection::default(), OnRejection::RetryOnce);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnRejection {
     /// Send the request once more with a token different from the rejected

@@ -49,6 +49,42 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// * Return [`Error::transient`] for failures worth retrying and
 ///   [`Error::permanent`] for the rest (B4).
 /// * Never put a secret into an error message (B8).
+///
+/// # Example
+///
+/// A source of your own: a struct with its configuration, whose `fetch` makes
+/// one attempt.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::source::{BoxFuture, TokenSource};
+/// use tower_bearer::{Error, Token, TokenCache};
+///
+/// /// Exchanges an API key for a token (the exchange is elided here).
+/// struct ApiKeyExchange {
+///     api_key: String,
+/// }
+///
+/// impl TokenSource for ApiKeyExchange {
+///     fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
+///         Box::pin(async move {
+///             if self.api_key.is_empty() {
+///                 return Err(Error::permanent("no API key configured"));
+///             }
+///             // A source holding a refresh token would use `previous` here.
+///             let _ = previous;
+///             Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(300)))
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let cache = TokenCache::new(ApiKeyExchange { api_key: "k3y".into() });
+/// assert_eq!(cache.token().await?.access_token().secret(), "t0k3n");
+/// # Ok(())
+/// # }
+/// ```
 pub trait TokenSource: Send + Sync + 'static {
     /// Makes one attempt to get a token.
     fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>>;

@@ -144,6 +144,28 @@ impl TokenType {
 /// access token is a JWT, else the cache's default lifetime).
 ///
 /// `Debug` redacts the access and refresh tokens; `Token` has no `Display`.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::Token;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Built when the token response arrives: `expires_in` counts from now.
+/// let token = Token::new("t0k3n")
+///     .with_expires_in(Duration::from_secs(3600))
+///     .with_refresh_token("r3fr3sh")
+///     .with_scope("read write");
+///
+/// assert_eq!(token.access_token().secret(), "t0k3n");
+/// assert_eq!(token.refresh_token().map(|t| t.secret()), Some("r3fr3sh"));
+/// assert_eq!(token.expires_at(), Some(token.issued_at() + Duration::from_secs(3600)));
+/// // Secrets stay out of logs.
+/// assert!(!format!("{token:?}").contains("t0k3n"));
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Token {
     access_token: AccessToken,

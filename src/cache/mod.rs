@@ -139,6 +139,32 @@ pub const DEFAULT_STORE_LOCK_TTL: Duration = Duration::from_secs(10);
 /// then hand it to [`AuthLayer::new`](crate::AuthLayer::new). See the
 /// [module documentation](self) for the token lifecycle, failure handling and
 /// background work.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::{source, Token, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::Error> {
+/// let cache = TokenCache::new(source::from_fn(|_previous| async {
+///     Ok(Token::new("t0k3n").with_expires_in(Duration::from_secs(3600)))
+/// }));
+/// let other_handle = cache.clone();
+///
+/// // The first call fetches; later calls, on any handle, reuse the token.
+/// let first = cache.token().await?;
+/// let again = other_handle.token().await?;
+/// assert_eq!(first.access_token().secret(), again.access_token().secret());
+/// assert_eq!(cache.stats().token_requests, 1);
+///
+/// // After a rejection, only the rejected token is thrown away (B6).
+/// assert!(cache.invalidate(&first));
+/// assert!(!cache.invalidate(&first), "already gone");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TokenCache {
     shared: Arc<Shared>,
