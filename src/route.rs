@@ -97,6 +97,19 @@ use crate::{AuthLayer, BoxError};
 /// query or user name is not). Scheme and host are kept in lower case, and
 /// the port is always explicit: `https://API.example` and
 /// `https://api.example:443` are the same origin.
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::route::Origin;
+///
+/// let api = Origin::parse("https://API.example")?;
+/// assert_eq!(api.to_string(), "https://api.example:443");
+/// assert!(api.matches(&"https://api.example:443/v1/things?page=2".parse()?));
+/// assert!(!api.matches(&"http://api.example/v1/things".parse()?));
+/// assert!(!api.matches(&"https://api.example.evil/".parse()?));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     scheme: Box<str>,
@@ -105,6 +118,15 @@ pub struct Origin {
 }
 
 /// Why a string is not an [`Origin`].
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::route::Origin;
+///
+/// let error = Origin::parse("https://api.example/v1").unwrap_err();
+/// assert!(error.to_string().contains("path"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidOrigin {
     reason: &'static str,
@@ -230,6 +252,21 @@ impl std::error::Error for InvalidOrigin {}
 ///
 /// Cheap to clone. All routes share one rejection rule type `C` (the
 /// [`Standard`] one unless you set another on every `AuthLayer`).
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::route::{Origin, RouteLayer};
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+///
+/// let billing = AuthLayer::new(TokenCache::new(StaticToken::new("billing-token")));
+/// let routes = RouteLayer::new()
+///     .route(Origin::parse("https://billing.example")?, billing.clone())
+///     // One cache for two origins of the same API.
+///     .route(Origin::parse("https://billing-eu.example")?, billing);
+/// assert_eq!(routes.origins().count(), 2);
+/// # Ok::<_, tower_bearer::route::InvalidOrigin>(())
+/// ```
 pub struct RouteLayer<C = Standard> {
     routes: Arc<Vec<Route<C>>>,
 }
@@ -327,6 +364,33 @@ impl<S, C> Layer<S> for RouteLayer<C> {
 ///
 /// `Clone` when the inner service is. Fails with [`BoxError`] like
 /// [`AuthService`](crate::AuthService).
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt};
+/// use tower_bearer::route::{Origin, RouteLayer};
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::BoxError> {
+/// let client = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+///     let sent = req.headers().contains_key("authorization");
+///     Ok::<_, std::convert::Infallible>(Response::new(sent.to_string()))
+/// });
+/// let auth = AuthLayer::new(TokenCache::new(StaticToken::new("t0k3n")));
+/// let routed = RouteLayer::only(Origin::parse("https://api.example")?, auth).layer(client);
+///
+/// let get = |uri: &str| Request::get(uri).body(Full::default()).unwrap();
+/// let ours = routed.clone().oneshot(get("https://api.example/v1")).await?;
+/// let theirs = routed.oneshot(get("https://elsewhere.example/")).await?;
+/// assert_eq!((ours.body().as_str(), theirs.body().as_str()), ("true", "false"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Routed<S, C = Standard> {
     inner: S,
     routes: Arc<Vec<Route<C>>>,

@@ -11,6 +11,18 @@ use crate::BoxError;
 /// (without secrets) and carries on alone, as the
 /// [module documentation](super) describes. `Display` is a short lower-case
 /// sentence; the cause is available through [`source`](StdError::source).
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::store::{StoreError, StoredToken};
+///
+/// let torn = StoredToken::from_json(br#"{"version": 1, "access_tok"#).unwrap_err();
+/// assert!(torn.is_corrupt());
+///
+/// let down = StoreError::unavailable("connection refused");
+/// assert!(down.is_unavailable());
+/// ```
 pub struct StoreError {
     kind: Kind,
     message: Box<str>,

@@ -20,6 +20,48 @@ use crate::source::BoxFuture;
 ///   spawned on the current tokio runtime if there is one, and dropped
 ///   otherwise, so it must not be required for correctness — a lock nobody
 ///   releases lapses at the end of its time to live.
+///
+/// # Example
+///
+/// A lock on a slot of a process-local table, whose value is the holder's id:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use tower_bearer::source::BoxFuture;
+/// use tower_bearer::store::{HeldLock, StoreError, StoreLock};
+///
+/// struct SlotLock {
+///     slot: Arc<Mutex<Option<u64>>>,
+///     holder: u64,
+/// }
+///
+/// impl HeldLock for SlotLock {
+///     fn extend(&self, _ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+///         let still_ours = *self.slot.lock().unwrap() == Some(self.holder);
+///         Box::pin(async move { Ok(still_ours) })
+///     }
+///
+///     fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+///         // Compare and delete, synchronously, before the future.
+///         let mut slot = self.slot.lock().unwrap();
+///         if *slot == Some(self.holder) {
+///             *slot = None;
+///         }
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), StoreError> {
+/// let slot = Arc::new(Mutex::new(Some(7)));
+/// let lock = StoreLock::new(SlotLock { slot: slot.clone(), holder: 7 });
+/// assert!(lock.extend(Duration::from_secs(10)).await?);
+/// lock.release().await?;
+/// assert_eq!(*slot.lock().unwrap(), None);
+/// # Ok(())
+/// # }
+/// ```
 pub trait HeldLock: Send + Sync + 'static {
     /// Extends the lock to `ttl` from now. `Ok(false)` when it is no longer
     /// held by this holder (it lapsed and someone else may hold it).

@@ -188,6 +188,35 @@ pub(crate) use self::stored::{clocks_now, instant_to_wall};
 /// * Errors mean "the store cannot be used now": the cache logs them and
 ///   carries on alone.
 /// * Never log a token or put one into an error (B8).
+///
+/// # Example
+///
+/// What the cache does with a store, done by hand:
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::store::{MemoryStore, StoreKey, StoredToken, TokenStore};
+/// use tower_bearer::Token;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::store::StoreError> {
+/// let store = MemoryStore::new();
+/// let key = StoreKey::new(["https://idp.example/token", "my-client"]);
+///
+/// // One refresher at a time.
+/// let lock = store.try_lock(&key, Duration::from_secs(10)).await?.expect("free");
+/// assert!(store.try_lock(&key, Duration::from_secs(10)).await?.is_none());
+///
+/// let token = Token::new("t0k3n").with_expires_in(Duration::from_secs(3600));
+/// store.save(&key, &StoredToken::from_token(&token)).await?;
+/// lock.release().await?;
+///
+/// // Another cache (another replica, or after a restart) finds it.
+/// let loaded = store.load(&key).await?.expect("saved");
+/// assert_eq!(loaded.access_token().secret(), "t0k3n");
+/// # Ok(())
+/// # }
+/// ```
 pub trait TokenStore: Send + Sync + 'static {
     /// The token stored under `key`, if any.
     fn load<'a>(
