@@ -67,6 +67,22 @@ impl TryCloneBody for ::reqwest::Body {
 /// the [module documentation](self).
 ///
 /// Cheap to clone (the client is), always ready.
+///
+/// # Example
+///
+/// ```
+/// use http::Request;
+/// use tower::ServiceExt;
+/// use tower_bearer::reqwest::HttpService;
+///
+/// # async fn run() -> Result<(), tower_bearer::BoxError> {
+/// let client = HttpService::new(reqwest::Client::new());
+/// let request = Request::get("http://127.0.0.1:8080/health").body(reqwest::Body::from(""))?;
+/// let response = client.oneshot(request).await?;
+/// # drop(response);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct HttpService {
     client: ::reqwest::Client,

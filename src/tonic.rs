@@ -266,6 +266,40 @@ impl<S, C: Clone> Layer<S> for AuthChannelLayer<C> {
 /// `Clone` when the channel is; fails with [`BoxError`], which a generated
 /// client turns into a `tonic::Status` (token failures become
 /// `Code::Unknown` with the [`Error`](crate::Error) as source).
+///
+/// # Example
+///
+/// With a stand-in for a `tonic::transport::Channel` that rejects the first
+/// token the way a tonic server does (trailers-only, `grpc-status: 16`):
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use tonic::body::Body;
+/// use tower::ServiceExt;
+/// use tower_bearer::{source, tonic::AuthChannel, Token, TokenCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::BoxError> {
+/// // Issues tok-1, tok-2, …
+/// let issued = Arc::new(AtomicUsize::new(0));
+/// let cache = TokenCache::new(source::from_fn(move |_previous| {
+///     let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+///     async move { Ok(Token::new(format!("tok-{n}"))) }
+/// }));
+/// let channel = tower::service_fn(|req: http::Request<Body>| async move {
+///     let status = if req.headers()["authorization"] == "Bearer tok-1" { "16" } else { "0" };
+///     let response = http::Response::builder().header("grpc-status", status).body(Body::empty());
+///     Ok::<_, http::Error>(response?)
+/// });
+///
+/// let request = http::Request::post("/grpc.health.v1.Health/Check").body(Body::empty())?;
+/// let response = AuthChannel::new(channel, cache.clone()).oneshot(request).await?;
+/// assert_eq!(response.headers()["grpc-status"], "0");
+/// assert_eq!(cache.stats().retries, 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct AuthChannel<S, C = Standard> {
     inner: ReplayBodyService<AuthService<IntoTonicBody<S, C>, C>>,

@@ -99,6 +99,27 @@ impl<S> Layer<S> for ReplayBodyLayer {
 
 /// Wraps each request body in a [`ReplayBody`] and calls the inner service.
 /// See [`ReplayBodyLayer`].
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use tower::ServiceExt;
+/// use tower_bearer::body::{ReplayBody, ReplayBodyService};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bearer::BoxError> {
+/// let inner = tower::service_fn(|req: Request<ReplayBody<Full<Bytes>>>| async move {
+///     Ok::<_, std::convert::Infallible>(Response::new(req.body().is_recorded().to_string()))
+/// });
+/// let service = ReplayBodyService::with_cap(inner, 1024);
+/// let response = service.oneshot(Request::new(Full::new(Bytes::from("small")))).await?;
+/// assert_eq!(response.body(), "true");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ReplayBodyService<S> {
     inner: S,

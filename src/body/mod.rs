@@ -65,6 +65,31 @@ use http_body_util::{Empty, Full};
 /// send, on the body that is about to be sent; the copy is kept, unpolled,
 /// until the response is in; then [`is_replayable`](Self::is_replayable) is
 /// called on the copy, and only if it says `true` is the copy sent.
+///
+/// # Example
+///
+/// A body type of your own becomes replayable by saying how to copy it:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower_bearer::body::TryCloneBody;
+///
+/// /// A JSON request body; copying it costs a reference count.
+/// #[derive(Clone)]
+/// struct Json(Full<Bytes>);
+///
+/// impl TryCloneBody for Json {
+///     fn try_clone_body(&self) -> Option<Self> {
+///         Some(self.clone())
+///     }
+/// }
+///
+/// let body = Json(Full::new(Bytes::from_static(br#"{"id": 7}"#)));
+/// assert!(body.try_clone_body().is_some());
+/// // Built-in: buffered bodies are copied, and so are empty ones.
+/// assert!(String::from("x").try_clone_body().is_some());
+/// ```
 pub trait TryCloneBody: Sized {
     /// A body identical to this one, if one can be made. Called before the
     /// first send.

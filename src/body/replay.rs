@@ -186,6 +186,29 @@ enum Lost {
 
 /// Why a copy of a [`ReplayBody`] could not be sent. It comes out of the
 /// body as a boxed error; downcast it to tell the cases apart.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{channel::Channel, BodyExt};
+/// use tower_bearer::body::{ReplayBody, ReplayError, TryCloneBody};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A stream of unknown length, recorded up to 4 bytes.
+/// let (mut tx, stream) = Channel::<Bytes, std::convert::Infallible>::new(1);
+/// tokio::spawn(async move { tx.send_data(Bytes::from_static(b"more than four")).await });
+/// let body = ReplayBody::with_cap(stream, 4);
+/// let copy = body.try_clone_body().expect("the length is unknown: recorded");
+///
+/// body.collect().await.unwrap(); // the first attempt sends all of it
+///
+/// assert!(!copy.is_replayable());
+/// let error = copy.collect().await.unwrap_err();
+/// assert!(error.downcast_ref::<ReplayError>().unwrap().is_capped());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayError {
     kind: ReplayErrorKind,

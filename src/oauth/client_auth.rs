@@ -14,6 +14,16 @@ secret_newtype!(
 
 /// The client authentication methods this crate implements, named as in the
 /// OAuth 2.0 registry (`token_endpoint_auth_method`).
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::oauth::{ClientAuth, ClientAuthMethod};
+///
+/// let auth = ClientAuth::post("my-client", "my-secret");
+/// assert_eq!(auth.method(), ClientAuthMethod::ClientSecretPost);
+/// assert_eq!(auth.method().as_str(), "client_secret_post");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClientAuthMethod {

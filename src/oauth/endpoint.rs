@@ -233,6 +233,28 @@ fn redacted_url(uri: &Uri) -> String {
 
 /// Configures a [`TokenEndpoint`]; [`build`](Self::build) checks the
 /// settings.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::oauth::{ClientAuth, TokenEndpoint};
+///
+/// let endpoint = TokenEndpoint::builder(
+///     "https://idp.example/oauth2/token",
+///     ClientAuth::basic("my-client", "my-secret"),
+/// )
+/// .scope("read write")
+/// .audience("https://api.example")
+/// .timeout(Duration::from_secs(5))
+/// .build()?;
+/// assert_eq!(endpoint.url(), "https://idp.example/oauth2/token");
+///
+/// // Plain HTTP to a host that is not loopback is refused (B9).
+/// let insecure = TokenEndpoint::builder("http://idp.example/token", ClientAuth::none("id")).build();
+/// assert!(insecure.is_err());
+/// # Ok::<_, tower_bearer::ConfigError>(())
+/// ```
 #[must_use]
 pub struct TokenEndpointBuilder {
     url: String,

@@ -59,6 +59,44 @@ use crate::{BoxError, Error};
 ///
 /// [`ServiceTransport`] implements it for any tower service; implement it
 /// yourself only when a tower service does not fit.
+///
+/// # Example
+///
+/// A transport that answers from memory, for a test that must not touch the
+/// network:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use tower_bearer::oauth::transport::Transport;
+/// use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+/// use tower_bearer::source::{BoxFuture, TokenSource};
+/// use tower_bearer::Error;
+///
+/// struct Canned;
+///
+/// impl Transport for Canned {
+///     fn send(
+///         &self,
+///         _request: Request<Full<Bytes>>,
+///         _max_response_size: usize,
+///     ) -> BoxFuture<'_, Result<Response<Bytes>, Error>> {
+///         let body = r#"{"access_token":"t0k3n","token_type":"Bearer","expires_in":60}"#;
+///         Box::pin(async move { Ok(Response::new(Bytes::from(body))) })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let endpoint = TokenEndpoint::builder("https://idp.example/token", ClientAuth::none("id"))
+///     .custom_transport(Canned)
+///     .build()?;
+/// let token = ClientCredentialsGrant::new(endpoint).fetch(None).await?;
+/// assert_eq!(token.access_token().secret(), "t0k3n");
+/// # Ok(())
+/// # }
+/// ```
 pub trait Transport: Send + Sync + 'static {
     /// Sends `request` and returns the response with its whole body.
     ///
@@ -79,6 +117,26 @@ pub trait Transport: Send + Sync + 'static {
 ///
 /// The service is kept behind a mutex only to clone it, so it needs to be
 /// `Clone + Send` but not `Sync`; each request uses its own clone.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use tower_bearer::oauth::transport::ServiceTransport;
+/// use tower_bearer::oauth::{ClientAuth, TokenEndpoint};
+///
+/// let service = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+/// });
+/// // The same as `.transport(service)`.
+/// let endpoint = TokenEndpoint::builder("https://idp.example/token", ClientAuth::none("id"))
+///     .custom_transport(ServiceTransport::new(service))
+///     .build()?;
+/// # drop(endpoint);
+/// # Ok::<_, tower_bearer::ConfigError>(())
+/// ```
 pub struct ServiceTransport<S> {
     service: Mutex<S>,
 }
