@@ -384,6 +384,80 @@ async fn b5_rotated_refresh_token_is_on_disk_before_the_new_access_token_is_hand
     );
 }
 
+/// A daemon stops while a refresh is under way: the server has rotated the
+/// refresh token and its answer is on the way. Runs the daemon's life on a
+/// runtime of its own, started and shut down like a process, and returns
+/// the refresh token on disk afterwards.
+fn stop_during_a_refresh(dir: &Path, settle_first: bool) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let file = dir.join("tokens.json");
+        let key = StoreKey::new(["daemon"]);
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let rotated = Arc::new(AtomicUsize::new(0));
+        let source = source::from_fn({
+            let (gate, rotated) = (gate.clone(), rotated.clone());
+            move |_previous| {
+                let (gate, rotated) = (gate.clone(), rotated.clone());
+                async move {
+                    // The server has rotated: the old refresh token is spent.
+                    rotated.fetch_add(1, Ordering::SeqCst);
+                    gate.notified().await;
+                    Ok(Token::new(format!("at-{MARK}-2"))
+                        .with_refresh_token(format!("rt-{MARK}-2"))
+                        .with_expires_in(Duration::from_secs(3600)))
+                }
+            }
+        });
+        let cache = TokenCache::builder(source)
+            .store(FileStore::new(&file), key.clone())
+            .build()
+            .unwrap();
+        let call = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.token().await }
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while rotated.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the refresh reached the server");
+
+        // Shutdown begins; the answer arrives.
+        gate.notify_one();
+        if settle_first {
+            cache.settle().await;
+        }
+        drop(call);
+        drop(cache);
+        refresh_token_on_disk(&file, &key)
+    })
+    // The runtime is dropped here, with whatever tasks it still has.
+}
+
+#[test]
+fn settle_before_shutdown_keeps_the_rotated_refresh_token_of_a_refresh_under_way() {
+    let dir = temp_dir("settle");
+    assert_eq!(
+        stop_during_a_refresh(&dir, true),
+        Some(format!("rt-{MARK}-2")),
+        "the refresh landed in the file before the runtime stopped"
+    );
+}
+
+#[test]
+fn without_settle_a_stop_during_a_refresh_loses_its_answer() {
+    // The documented limit that `settle` exists for: the last handle's drop
+    // and the runtime's shutdown abort the refresh.
+    let dir = temp_dir("no-settle");
+    assert_eq!(stop_during_a_refresh(&dir, false), None);
+}
+
 // === bad files ===
 
 #[tokio::test]

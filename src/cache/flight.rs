@@ -353,6 +353,11 @@ impl Shared {
     pub(crate) fn refreshing(&self) -> bool {
         self.lock().running.is_some()
     }
+
+    /// The outcome channel of the refresh under way, if any.
+    pub(crate) fn running(&self) -> Option<watch::Receiver<Option<Outcome>>> {
+        self.lock().running.clone()
+    }
 }
 
 impl Drop for Shared {

@@ -82,7 +82,9 @@
 //! refresh. When the last handle is dropped, a refresh under way is aborted;
 //! nothing outlives the cache (B2), except, with a store, the release of a
 //! refresh lock the aborted refresh held: one store command, on a task of its
-//! own, so that other caches need not wait for the lock to lapse.
+//! own, so that other caches need not wait for the lock to lapse. To shut
+//! down without cutting a refresh short (and maybe losing a refresh token
+//! the server already rotated), await [`TokenCache::settle`] first.
 
 mod deadline;
 mod entry;
@@ -244,6 +246,48 @@ impl TokenCache {
             _ => return false,
         };
         self.shared.invalidate(generation)
+    }
+
+    /// Waits until no refresh is under way: a refresh running now ends (its
+    /// token saved to the store and passed to `on_refresh`, or its failure
+    /// recorded) before this returns. Returns at once when none is running.
+    ///
+    /// Call it in a graceful shutdown, once requests have stopped and before
+    /// the cache or the runtime is dropped: dropping the last handle aborts
+    /// a refresh under way, and so does stopping the runtime, which can lose
+    /// a refresh token the server already rotated. The wait is bounded by
+    /// the refresh's own limits (`max_attempts` × `attempt_timeout`, plus
+    /// backoff, plus the store's lock wait); wrap it in
+    /// `tokio::time::timeout` for a tighter bound.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bearer::{source, Token, TokenCache};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = TokenCache::new(source::from_fn(|_previous| async {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await;
+    ///     Ok(Token::new("t0k3n"))
+    /// }));
+    /// let waiter = tokio::spawn({
+    ///     let cache = cache.clone();
+    ///     async move { cache.token().await }
+    /// });
+    /// tokio::task::yield_now().await; // the refresh is under way
+    ///
+    /// // Shutting down: let the refresh land first.
+    /// cache.settle().await;
+    /// assert_eq!(cache.stats().token_requests, 1);
+    /// # waiter.await.unwrap().unwrap();
+    /// # }
+    /// ```
+    pub async fn settle(&self) {
+        if let Some(mut running) = self.shared.running() {
+            // An error means the flight ended without a word (its task was
+            // aborted): nothing is under way any more either way.
+            let _ = running.wait_for(Option::is_some).await;
+        }
     }
 
     /// A snapshot of the cache's counters.
