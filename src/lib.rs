@@ -112,6 +112,9 @@
 //!   only (loopback, or TLS terminated elsewhere).
 //! * `redis`: `store::RedisStore`, a token shared by the replicas of a
 //!   fleet through Redis (the `redis` crate, 1.x, over tokio).
+//! * `private-key-jwt`: `private_key_jwt` client authentication
+//!   (`oauth::ClientAssertionKey`, ES256 and RS256 over ring).
+//! * `tonic`, `reqwest`: the stacks above.
 //! * `full`: everything.
 //!
 //! Without them, everything else works, and the [`oauth`] grants take any

@@ -226,3 +226,72 @@ async fn b8_no_secret_reaches_logs_errors_or_debug_output_of_any_grant() {
     assert!(logs.contains("token refresh failed"), "{logs}");
     assert_secret_free("the logs", &logs);
 }
+
+#[cfg(feature = "private-key-jwt")]
+#[tokio::test]
+async fn b8_no_client_assertion_reaches_logs_errors_or_debug_output() {
+    use tower_bearer::oauth::ClientAssertionKey;
+
+    let logs = captured();
+    // Answers every other request with an error that quotes the signature
+    // of the assertion it got (what makes the assertion a credential), in
+    // an RFC 6749 error or in an HTML page.
+    let server = TestServer::start(|n, seen| async move {
+        let assertion = seen.form().get("client_assertion").cloned();
+        let signature = assertion.and_then(|a| a.rsplit('.').next().map(str::to_owned));
+        let signature = signature.unwrap_or_default();
+        match n % 4 {
+            1 => json(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_client", "error_description": signature}),
+            ),
+            3 => Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from(format!(
+                    "<html><title>{signature}</title></html>"
+                ))))
+                .unwrap(),
+            _ => json(
+                StatusCode::OK,
+                json!({"access_token": format!("at-{n}"), "token_type": "bearer", "expires_in": 3600}),
+            ),
+        }
+    })
+    .await;
+    let key = ClientAssertionKey::from_pem(rcgen::KeyPair::generate().unwrap().serialize_pem())
+        .unwrap()
+        .with_key_id("kid-1");
+    let grant = ClientCredentialsGrant::new(
+        TokenEndpoint::builder(
+            server.url("/token"),
+            ClientAuth::private_key_jwt("client", key.clone()),
+        )
+        .build()
+        .unwrap(),
+    );
+
+    let mut outcomes = cycle(grant.clone(), 8).await;
+    outcomes += &format!("{grant:?}\n{key:?}\n");
+
+    // Every assertion the server saw, and the signature that makes it one.
+    let assertions: Vec<String> = server
+        .seen()
+        .iter()
+        .filter_map(|seen| seen.form().get("client_assertion").cloned())
+        .collect();
+    assert!(assertions.len() >= 12, "{}", assertions.len());
+    for quoted in ["invalid_client", "502 Bad Gateway"] {
+        assert!(outcomes.contains(quoted), "the echo ran: {outcomes}");
+    }
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    for assertion in &assertions {
+        let signature = assertion.rsplit('.').next().unwrap();
+        for (what, text) in [("errors and Debug output", &outcomes), ("the logs", &logs)] {
+            assert!(
+                !text.contains(signature),
+                "{what} leak a client assertion:\n{text}"
+            );
+        }
+    }
+}

@@ -35,6 +35,9 @@ pub enum ClientAuthMethod {
     /// `none`: a public client, identified by `client_id` in the form body
     /// and not authenticated.
     None,
+    /// `private_key_jwt`: a JWT signed with the client's private key, in
+    /// `client_assertion` (RFC 7523 §2.2). Feature `private-key-jwt`.
+    PrivateKeyJwt,
 }
 
 impl ClientAuthMethod {
@@ -44,6 +47,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::None => "none",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -66,6 +70,10 @@ impl fmt::Display for ClientAuthMethod {
 ///   it; use it only when the server asks for it.
 /// * [`none`](Self::none) — a public client: `client_id` in the body, no
 ///   secret.
+/// * `private_key_jwt` (feature `private-key-jwt`) — a new JWT signed by
+///   the client's private key in each request, as `client_assertion`:
+///   no shared secret crosses the network. See
+///   [`ClientAssertionKey`](super::ClientAssertionKey).
 ///
 /// `Debug` shows the client id and the method, never the secret (B8).
 ///
@@ -91,7 +99,17 @@ enum Credential {
     Basic(ClientSecret),
     Post(ClientSecret),
     None,
+    #[cfg(feature = "private-key-jwt")]
+    PrivateKeyJwt {
+        key: super::ClientAssertionKey,
+        /// The `aud` of the assertions; the token endpoint URL when `None`.
+        audience: Option<String>,
+    },
 }
+
+/// `client_assertion_type` for a JWT (RFC 7523 §2.2).
+#[cfg(feature = "private-key-jwt")]
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 impl ClientAuth {
     /// `client_secret_basic`: the id and secret in an HTTP Basic header.
@@ -118,6 +136,47 @@ impl ClientAuth {
         }
     }
 
+    /// `private_key_jwt`: each token request carries a new JWT signed with
+    /// `key` (RFC 7523 §2.2), and `client_id` in the form body. The JWT's
+    /// audience is the token endpoint URL; see
+    /// [`assertion_audience`](Self::assertion_audience).
+    ///
+    /// ```
+    /// use tower_bearer::oauth::{ClientAssertionKey, ClientAuth, ClientAuthMethod};
+    ///
+    /// # let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    /// let key = ClientAssertionKey::from_pem(pem)?;
+    /// let auth = ClientAuth::private_key_jwt("my-client", key)
+    ///     .assertion_audience("https://idp.example");
+    /// assert_eq!(auth.method(), ClientAuthMethod::PrivateKeyJwt);
+    /// # Ok::<_, tower_bearer::ConfigError>(())
+    /// ```
+    #[cfg(feature = "private-key-jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+    pub fn private_key_jwt(client_id: impl Into<String>, key: super::ClientAssertionKey) -> Self {
+        ClientAuth {
+            client_id: client_id.into(),
+            credential: Credential::PrivateKeyJwt {
+                key,
+                audience: None,
+            },
+        }
+    }
+
+    /// For `private_key_jwt`: the `aud` claim of the assertions, instead of
+    /// the token endpoint URL. Servers accept their issuer identifier (and
+    /// recent advice prefers it, so that an assertion made for one server
+    /// is useless at another); some accept only one of the two. No effect
+    /// on the other methods.
+    #[cfg(feature = "private-key-jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+    pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        if let Credential::PrivateKeyJwt { audience: aud, .. } = &mut self.credential {
+            *aud = Some(audience.into());
+        }
+        self
+    }
+
     /// The client id.
     pub fn client_id(&self) -> &str {
         &self.client_id
@@ -129,6 +188,8 @@ impl ClientAuth {
             Credential::Basic(_) => ClientAuthMethod::ClientSecretBasic,
             Credential::Post(_) => ClientAuthMethod::ClientSecretPost,
             Credential::None => ClientAuthMethod::None,
+            #[cfg(feature = "private-key-jwt")]
+            Credential::PrivateKeyJwt { .. } => ClientAuthMethod::PrivateKeyJwt,
         }
     }
 
@@ -136,7 +197,7 @@ impl ClientAuth {
     pub fn secret(&self) -> Option<&ClientSecret> {
         match &self.credential {
             Credential::Basic(secret) | Credential::Post(secret) => Some(secret),
-            Credential::None => None,
+            _ => None,
         }
     }
 
@@ -156,8 +217,16 @@ impl ClientAuth {
         Some(value)
     }
 
-    /// Appends the form parameters of `client_secret_post` and `none`.
-    pub(crate) fn append_form(&self, form: &mut form_urlencoded::Serializer<'_, String>) {
+    /// Appends the form parameters of `client_secret_post`, `none` and
+    /// `private_key_jwt`. A client assertion made for this request (to
+    /// `token_url`, unless another audience was set) is added to `secrets`
+    /// too, so that no error quotes it.
+    pub(crate) fn append_form(
+        &self,
+        form: &mut form_urlencoded::Serializer<'_, String>,
+        token_url: &str,
+        secrets: &mut Vec<String>,
+    ) -> Result<(), crate::Error> {
         match &self.credential {
             Credential::Basic(_) => {}
             Credential::Post(secret) => {
@@ -167,7 +236,23 @@ impl ClientAuth {
             Credential::None => {
                 form.append_pair("client_id", &self.client_id);
             }
+            #[cfg(feature = "private-key-jwt")]
+            Credential::PrivateKeyJwt { key, audience } => {
+                let audience = audience.as_deref().unwrap_or(token_url);
+                let assertion = key.assertion(&self.client_id, audience)?;
+                form.append_pair("client_id", &self.client_id);
+                form.append_pair("client_assertion_type", JWT_BEARER);
+                form.append_pair("client_assertion", &assertion);
+                // The whole assertion, and its signature should a server
+                // quote only the end of it.
+                if let Some((_, signature)) = assertion.rsplit_once('.') {
+                    secrets.push(signature.to_owned());
+                }
+                secrets.push(assertion);
+            }
         }
+        let _ = (token_url, secrets);
+        Ok(())
     }
 
     /// Every form in which the secret could be echoed back by a server: as
@@ -190,6 +275,10 @@ impl fmt::Debug for ClientAuth {
             .field("method", &self.method().as_str());
         if let Some(secret) = self.secret() {
             d.field("secret", secret);
+        }
+        #[cfg(feature = "private-key-jwt")]
+        if let Credential::PrivateKeyJwt { key, audience } = &self.credential {
+            d.field("key", key).field("assertion_audience", audience);
         }
         d.finish()
     }
@@ -274,7 +363,8 @@ mod tests {
         let mut form = form_urlencoded::Serializer::new(String::new());
         let post = ClientAuth::post(SPECIAL_ID, SPECIAL_SECRET);
         assert!(post.authorization().is_none());
-        post.append_form(&mut form);
+        post.append_form(&mut form, "https://a.example/t", &mut Vec::new())
+            .unwrap();
         let body = form.finish();
         let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
             .into_owned()
@@ -291,7 +381,9 @@ mod tests {
         let public = ClientAuth::none("public-app");
         assert!(public.authorization().is_none());
         assert!(public.secret().is_none());
-        public.append_form(&mut form);
+        public
+            .append_form(&mut form, "https://a.example/t", &mut Vec::new())
+            .unwrap();
         assert_eq!(form.finish(), "client_id=public-app");
     }
 

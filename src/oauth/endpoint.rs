@@ -149,10 +149,12 @@ impl TokenEndpoint {
     /// grant's own parameters; then come the `scope` as `scope` says, the
     /// extra parameters (`audience`, `resource`, …) and the client
     /// authentication.
+    /// A client assertion made for the request is added to `secrets`.
     pub(crate) fn request(
         &self,
         grant: &[(&str, &str)],
         scope: Scope,
+        secrets: &mut Vec<String>,
     ) -> Result<Request<Full<Bytes>>, Error> {
         let inner = &*self.inner;
         let mut form = form_urlencoded::Serializer::new(String::new());
@@ -165,7 +167,9 @@ impl TokenEndpoint {
         for (name, value) in &inner.params {
             form.append_pair(name, value);
         }
-        inner.client_auth.append_form(&mut form);
+        inner
+            .client_auth
+            .append_form(&mut form, &inner.url, secrets)?;
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(inner.uri.clone())
@@ -651,7 +655,11 @@ mod tests {
             .build()
             .unwrap();
         let request = endpoint
-            .request(&[("grant_type", "client_credentials")], Scope::Configured)
+            .request(
+                &[("grant_type", "client_credentials")],
+                Scope::Configured,
+                &mut Vec::new(),
+            )
             .unwrap();
         assert_eq!(request.method(), Method::POST);
         assert_eq!(
@@ -668,7 +676,11 @@ mod tests {
         );
 
         let refresh = endpoint
-            .request(&[("grant_type", "refresh_token")], Scope::AsGranted)
+            .request(
+                &[("grant_type", "refresh_token")],
+                Scope::AsGranted,
+                &mut Vec::new(),
+            )
             .unwrap();
         let body = futures_lite_block_on(http_body_util::BodyExt::collect(refresh.into_body()))
             .unwrap()

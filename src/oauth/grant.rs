@@ -217,15 +217,16 @@ impl GrantCore {
     }
 
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Token, Error> {
+        let mut secrets = Vec::new();
+        self.endpoint.secret_forms(&mut secrets);
         let request = self.endpoint.request(
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.secret()),
             ],
             Scope::AsGranted,
+            &mut secrets,
         )?;
-        let mut secrets = Vec::new();
-        self.endpoint.secret_forms(&mut secrets);
         super::client_auth::push_forms(&mut secrets, refresh_token.secret());
         bump(&self.counters.requests);
         bump(&self.counters.refreshes);
@@ -258,9 +259,11 @@ impl GrantCore {
         let mut secrets = Vec::new();
         self.endpoint.secret_forms(&mut secrets);
         let request = match primary {
-            Primary::ClientCredentials => self
-                .endpoint
-                .request(&[("grant_type", "client_credentials")], Scope::Configured)?,
+            Primary::ClientCredentials => self.endpoint.request(
+                &[("grant_type", "client_credentials")],
+                Scope::Configured,
+                &mut secrets,
+            )?,
             Primary::Password { username, password } => {
                 super::client_auth::push_forms(&mut secrets, password.secret());
                 self.endpoint.request(
@@ -270,6 +273,7 @@ impl GrantCore {
                         ("password", password.secret()),
                     ],
                     Scope::Configured,
+                    &mut secrets,
                 )?
             }
         };

@@ -101,11 +101,14 @@
 //! # Features
 //!
 //! The grants, the parser and the [`Transport`](transport::Transport) trait
-//! need no feature. The built-in transport needs `hyper-client` (plain
+//! need no feature; `private_key_jwt` client authentication
+//! (`ClientAssertionKey`) needs `private-key-jwt`. The built-in transport needs `hyper-client` (plain
 //! HTTP) or `https` (default: rustls with the ring provider and the webpki
 //! roots); without it, set one with
 //! [`TokenEndpointBuilder::transport`].
 
+#[cfg(feature = "private-key-jwt")]
+mod assertion;
 mod client_auth;
 mod client_credentials;
 mod endpoint;
@@ -117,6 +120,9 @@ mod refresh_token;
 mod response;
 pub mod transport;
 
+#[cfg(feature = "private-key-jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+pub use self::assertion::{ASSERTION_LIFETIME, ClientAssertionKey};
 pub use self::client_auth::{ClientAuth, ClientAuthMethod, ClientSecret};
 pub use self::client_credentials::ClientCredentialsGrant;
 pub use self::endpoint::{

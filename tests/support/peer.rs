@@ -156,6 +156,13 @@ async fn drain(
     }
 }
 
+/// A file of `shared/peers/test-keys` (keys registered with the peer, for
+/// tests only), next to the peer's folder.
+pub fn test_key(name: &str) -> Vec<u8> {
+    let path = peer_dir().join("../test-keys").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
 fn peer_dir() -> PathBuf {
     match std::env::var_os("OIDC_PEER_DIR") {
         Some(dir) => PathBuf::from(dir),
