@@ -337,17 +337,22 @@ pub struct FrozenClock {
 impl FrozenClock {
     /// Call at the start of a `#[tokio::test(start_paused = true)]` test.
     pub async fn freeze() -> FrozenClock {
+        Self::freeze_for(Duration::from_secs(120)).await
+    }
+
+    /// As [`freeze`](Self::freeze), for a test that may legitimately run
+    /// longer than 120 s of wall time on a slow or busy machine (a load
+    /// test): the test aborts after `limit` instead.
+    pub async fn freeze_for(limit: Duration) -> FrozenClock {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
             let _ = started_tx.send(());
             // A test that awaits a timer the frozen clock never reaches would
             // hang; turn that into a failure.
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                rx.recv_timeout(Duration::from_secs(120))
-            {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                 eprintln!(
-                    "a test ran 120 s of wall time on a frozen clock: it waits for a timer that only `advance` can fire"
+                    "a test ran {limit:?} of wall time on a frozen clock: it waits for a timer that only `advance` can fire"
                 );
                 std::process::abort();
             }
