@@ -337,13 +337,7 @@ pub struct FrozenClock {
 impl FrozenClock {
     /// Call at the start of a `#[tokio::test(start_paused = true)]` test.
     pub async fn freeze() -> FrozenClock {
-        Self::freeze_for(Duration::from_secs(120)).await
-    }
-
-    /// As [`freeze`](Self::freeze), for a test that may legitimately run
-    /// longer than 120 s of wall time on a slow or busy machine (a load
-    /// test): the test aborts after `limit` instead.
-    pub async fn freeze_for(limit: Duration) -> FrozenClock {
+        let limit = Duration::from_secs(120);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
