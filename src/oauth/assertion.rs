@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn an_assertion_audience_on_another_method_fails_the_build() {
+        use crate::oauth::{ClientAuth, TokenEndpoint};
+        let build = |auth: ClientAuth| {
+            TokenEndpoint::builder(
+                "https://idp.example/token",
+                auth.assertion_audience("https://idp.example"),
+            )
+            .build()
+        };
+        let error = build(ClientAuth::basic("c", "s")).unwrap_err();
+        assert!(error.to_string().contains("private_key_jwt"), "{error}");
+        assert!(build(ClientAuth::private_key_jwt("c", es256_key().0)).is_ok());
+    }
+
+    #[test]
     fn debug_shows_the_algorithm_and_key_id_not_the_key() {
         let (key, _) = es256_key();
         let debug = format!("{:?}", key.with_key_id("k1"));

@@ -92,6 +92,10 @@ impl fmt::Display for ClientAuthMethod {
 pub struct ClientAuth {
     client_id: String,
     credential: Credential,
+    /// The `aud` of `private_key_jwt` assertions; the token endpoint URL
+    /// when `None`. Set for another method, it fails the endpoint's build.
+    #[cfg(feature = "private-key-jwt")]
+    assertion_audience: Option<String>,
 }
 
 #[derive(Clone)]
@@ -100,11 +104,7 @@ enum Credential {
     Post(ClientSecret),
     None,
     #[cfg(feature = "private-key-jwt")]
-    PrivateKeyJwt {
-        key: super::ClientAssertionKey,
-        /// The `aud` of the assertions; the token endpoint URL when `None`.
-        audience: Option<String>,
-    },
+    PrivateKeyJwt(super::ClientAssertionKey),
 }
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).
@@ -112,28 +112,28 @@ enum Credential {
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 impl ClientAuth {
+    fn with(client_id: String, credential: Credential) -> Self {
+        ClientAuth {
+            client_id,
+            credential,
+            #[cfg(feature = "private-key-jwt")]
+            assertion_audience: None,
+        }
+    }
+
     /// `client_secret_basic`: the id and secret in an HTTP Basic header.
     pub fn basic(client_id: impl Into<String>, secret: impl Into<ClientSecret>) -> Self {
-        ClientAuth {
-            client_id: client_id.into(),
-            credential: Credential::Basic(secret.into()),
-        }
+        Self::with(client_id.into(), Credential::Basic(secret.into()))
     }
 
     /// `client_secret_post`: the id and secret in the form body.
     pub fn post(client_id: impl Into<String>, secret: impl Into<ClientSecret>) -> Self {
-        ClientAuth {
-            client_id: client_id.into(),
-            credential: Credential::Post(secret.into()),
-        }
+        Self::with(client_id.into(), Credential::Post(secret.into()))
     }
 
     /// `none`: a public client that sends only its `client_id`.
     pub fn none(client_id: impl Into<String>) -> Self {
-        ClientAuth {
-            client_id: client_id.into(),
-            credential: Credential::None,
-        }
+        Self::with(client_id.into(), Credential::None)
     }
 
     /// `private_key_jwt`: each token request carries a new JWT signed with
@@ -154,27 +154,31 @@ impl ClientAuth {
     #[cfg(feature = "private-key-jwt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
     pub fn private_key_jwt(client_id: impl Into<String>, key: super::ClientAssertionKey) -> Self {
-        ClientAuth {
-            client_id: client_id.into(),
-            credential: Credential::PrivateKeyJwt {
-                key,
-                audience: None,
-            },
-        }
+        Self::with(client_id.into(), Credential::PrivateKeyJwt(key))
     }
 
     /// For `private_key_jwt`: the `aud` claim of the assertions, instead of
     /// the token endpoint URL. Servers accept their issuer identifier (and
     /// recent advice prefers it, so that an assertion made for one server
-    /// is useless at another); some accept only one of the two. No effect
-    /// on the other methods.
+    /// is useless at another); some accept only one of the two. With any
+    /// other method, [`TokenEndpointBuilder::build`](super::TokenEndpointBuilder::build)
+    /// fails: the setting would be ignored.
     #[cfg(feature = "private-key-jwt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
     pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
-        if let Credential::PrivateKeyJwt { audience: aud, .. } = &mut self.credential {
-            *aud = Some(audience.into());
-        }
+        self.assertion_audience = Some(audience.into());
         self
+    }
+
+    /// A setting that the method would ignore, as a build error.
+    pub(crate) fn check(&self) -> Result<(), crate::ConfigError> {
+        #[cfg(feature = "private-key-jwt")]
+        if self.assertion_audience.is_some() && self.method() != ClientAuthMethod::PrivateKeyJwt {
+            return Err(crate::ConfigError::new(
+                "assertion_audience applies to private_key_jwt only",
+            ));
+        }
+        Ok(())
     }
 
     /// The client id.
@@ -189,7 +193,7 @@ impl ClientAuth {
             Credential::Post(_) => ClientAuthMethod::ClientSecretPost,
             Credential::None => ClientAuthMethod::None,
             #[cfg(feature = "private-key-jwt")]
-            Credential::PrivateKeyJwt { .. } => ClientAuthMethod::PrivateKeyJwt,
+            Credential::PrivateKeyJwt(_) => ClientAuthMethod::PrivateKeyJwt,
         }
     }
 
@@ -237,8 +241,8 @@ impl ClientAuth {
                 form.append_pair("client_id", &self.client_id);
             }
             #[cfg(feature = "private-key-jwt")]
-            Credential::PrivateKeyJwt { key, audience } => {
-                let audience = audience.as_deref().unwrap_or(token_url);
+            Credential::PrivateKeyJwt(key) => {
+                let audience = self.assertion_audience.as_deref().unwrap_or(token_url);
                 let assertion = key.assertion(&self.client_id, audience)?;
                 form.append_pair("client_id", &self.client_id);
                 form.append_pair("client_assertion_type", JWT_BEARER);
@@ -277,8 +281,12 @@ impl fmt::Debug for ClientAuth {
             d.field("secret", secret);
         }
         #[cfg(feature = "private-key-jwt")]
-        if let Credential::PrivateKeyJwt { key, audience } = &self.credential {
-            d.field("key", key).field("assertion_audience", audience);
+        if let Credential::PrivateKeyJwt(key) = &self.credential {
+            d.field("key", key);
+        }
+        #[cfg(feature = "private-key-jwt")]
+        if let Some(audience) = &self.assertion_audience {
+            d.field("assertion_audience", audience);
         }
         d.finish()
     }

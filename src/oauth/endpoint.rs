@@ -430,6 +430,7 @@ impl TokenEndpointBuilder {
             }
             _ => return Err(ConfigError::new("the token URL must be http or https")),
         };
+        self.client_auth.check()?;
         if self.client_auth.client_id().is_empty() {
             return Err(ConfigError::new("the client id is empty"));
         }
