@@ -2,24 +2,27 @@
 //! [`AuthService`](crate::AuthService).
 //!
 //! The common case stays unboxed: the request went out with a cached token,
-//! and the future polls the inner service's future directly (`Sent`). The
-//! rare cases, waiting for a token and the retry after a rejection, are
+//! and the future polls the inner service's future directly (`Calling`).
+//! The rare cases, waiting for a token and the retry after a rejection, are
 //! `async fn`s behind one box (`Boxed`), as linkerd does for its retries.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Buf;
-
 use http::header::AUTHORIZATION;
-use http::{Request, Response};
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
+};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::TryCloneBody;
+use crate::cache::read::Local;
 use crate::reject::{Classify, OnRejection, Verdict};
 use crate::source::BoxFuture;
 use crate::{BoxError, TokenCache};
@@ -50,36 +53,178 @@ pin_project! {
 
 /// What a request sent with a cached token needs to handle a rejection.
 pub(crate) struct Sent<S, B, C> {
-    pub(crate) cache: TokenCache,
-    /// The generation of the token the request carried.
-    pub(crate) generation: u64,
+    /// The token the request carried (this thread's copy of it).
+    pub(crate) token: Arc<Local>,
     pub(crate) classify: C,
     /// A service (polled ready only when needed) and a copy of the request,
-    /// for the one retry, boxed so that the common future stays small;
-    /// `None` when the body cannot be replayed or
-    /// retries are off.
-    pub(crate) replay: Option<Box<(S, Replay<B>)>>,
+    /// for the one retry, in one allocation; `None` when the body cannot be
+    /// replayed or retries are off.
+    pub(crate) replay: Option<Box<Replay<S, B>>>,
 }
 
-/// A copy of a request, taken before it was sent (with the `Authorization`
-/// it was sent with).
-pub(crate) struct Replay<B> {
-    request: Request<B>,
+/// The copy of a request kept for the one retry after a rejection, with a
+/// clone of the inner service to send it with.
+pub(crate) struct Replay<S, B> {
+    service: S,
+    head: Head,
+    body: B,
 }
 
-impl<B> Replay<B> {
-    /// Copies method, URI, version, headers and extensions of `req` around
-    /// `body` (`Request<B>` itself is `Clone` only for `B: Clone`). Taken
-    /// after the token's header went in, so the copy knows which token the
-    /// first attempt carried.
-    pub(crate) fn with_body(req: &Request<B>, body: B) -> Self {
-        let mut copy = Request::new(body);
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        *copy.extensions_mut() = req.extensions().clone();
-        Replay { request: copy }
+impl<S, B> Replay<S, B> {
+    /// Copies `req` around `body` (a copy of its body), with `service`.
+    /// One allocation: the box, whose header buffer holds the request's
+    /// headers when they fit (see [`HeaderCopy`]).
+    #[inline]
+    pub(crate) fn capture(service: S, req: &Request<B>, body: B) -> Box<Self> {
+        let mut replay = Box::new(Replay {
+            service,
+            head: Head {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                extensions: req.extensions().clone(),
+                headers: HeaderCopy::empty(),
+            },
+            body,
+        });
+        replay.head.headers.fill(req.headers());
+        replay
+    }
+}
+
+/// A request without its body: method, URI, version, extensions and
+/// headers (`Request<B>` itself is `Clone` only for `B: Clone`).
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    extensions: Extensions,
+    headers: HeaderCopy,
+}
+
+impl Head {
+    fn of<B>(req: &Request<B>) -> Head {
+        let mut headers = HeaderCopy::empty();
+        headers.fill(req.headers());
+        Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            extensions: req.extensions().clone(),
+            headers,
+        }
+    }
+
+    /// The request to send again, with `authorization` in place of the
+    /// rejected token; `None` if a header cannot be rebuilt (never, for
+    /// headers that came from a `HeaderMap`).
+    fn into_request<B>(self, body: B, authorization: HeaderValue) -> Option<Request<B>> {
+        let mut headers = self.headers.into_map()?;
+        headers.insert(AUTHORIZATION, authorization);
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.extensions_mut() = self.extensions;
+        *request.headers_mut() = headers;
+        Some(request)
+    }
+}
+
+/// The bytes of a request's headers for the retry. A retry is rare; the
+/// copy is taken for every replayable request. Cloning the `HeaderMap`
+/// would allocate its tables, and cloning a header value built from a
+/// string moves its bytes to shared storage, another allocation per value;
+/// copying the bytes into a buffer inside the retry's box allocates
+/// nothing more. Headers that do not fit are cloned as a map instead.
+///
+/// The `Authorization` the request carries is ours and is not copied: the
+/// retry carries the new token.
+// The large variant is the point: it lives inside the retry's one box.
+#[allow(clippy::large_enum_variant)]
+enum HeaderCopy {
+    /// Per value: name length (1 byte), value length (2 bytes, little
+    /// endian), sensitive flag (1 byte), the name, the value.
+    Inline {
+        len: usize,
+        bytes: [u8; HEADER_BYTES],
+    },
+    Map(HeaderMap),
+}
+
+/// The buffer for a request's headers in the retry copy: room for a dozen
+/// typical headers (accept, user-agent, a trace context, an id or two).
+const HEADER_BYTES: usize = 512;
+
+impl HeaderCopy {
+    #[inline]
+    fn empty() -> Self {
+        HeaderCopy::Inline {
+            len: 0,
+            bytes: [0; HEADER_BYTES],
+        }
+    }
+
+    #[inline]
+    fn fill(&mut self, headers: &HeaderMap) {
+        let HeaderCopy::Inline { len, bytes } = self else {
+            return;
+        };
+        for (name, value) in headers {
+            if name == AUTHORIZATION {
+                continue;
+            }
+            let name = name.as_str().as_bytes();
+            let value_bytes = value.as_bytes();
+            let end = *len + 4 + name.len() + value_bytes.len();
+            let (Ok(name_len), Ok(value_len)) =
+                (u8::try_from(name.len()), u16::try_from(value_bytes.len()))
+            else {
+                return self.spill(headers);
+            };
+            if end > HEADER_BYTES {
+                return self.spill(headers);
+            }
+            let at = *len;
+            bytes[at] = name_len;
+            bytes[at + 1..at + 3].copy_from_slice(&value_len.to_le_bytes());
+            bytes[at + 3] = u8::from(value.is_sensitive());
+            let name_at = at + 4;
+            bytes[name_at..name_at + name.len()].copy_from_slice(name);
+            let value_at = name_at + name.len();
+            bytes[value_at..end].copy_from_slice(value_bytes);
+            *len = end;
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self, headers: &HeaderMap) {
+        let mut map = headers.clone();
+        map.remove(AUTHORIZATION);
+        *self = HeaderCopy::Map(map);
+    }
+
+    fn into_map(self) -> Option<HeaderMap> {
+        let (len, bytes) = match self {
+            HeaderCopy::Map(map) => return Some(map),
+            HeaderCopy::Inline { len, bytes } => (len, bytes),
+        };
+        let mut map = HeaderMap::new();
+        let mut at = 0;
+        while at < len {
+            let name_len = usize::from(bytes[at]);
+            let value_len = usize::from(u16::from_le_bytes([bytes[at + 1], bytes[at + 2]]));
+            let sensitive = bytes[at + 3] == 1;
+            let name_at = at + 4;
+            let value_at = name_at + name_len;
+            let end = value_at + value_len;
+            let name = HeaderName::from_bytes(bytes.get(name_at..value_at)?).ok()?;
+            let mut value = HeaderValue::from_bytes(bytes.get(value_at..end)?).ok()?;
+            value.set_sensitive(sensitive);
+            map.append(name, value);
+            at = end;
+        }
+        Some(map)
     }
 }
 
@@ -94,6 +239,7 @@ where
         }
     }
 
+    #[inline]
     pub(crate) fn sent(fut: S::Future, sent: Sent<S, B, C>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
@@ -138,19 +284,30 @@ where
                     {
                         return Poll::Ready(Ok(response));
                     }
-                    // B6: invalidate only the token we sent.
-                    sent.cache.record_rejection();
-                    sent.cache.invalidate_generation(sent.generation);
+                    // B6: invalidate the token we sent, and only that one.
+                    let Some(cache) = TokenCache::of(&sent.token) else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    cache.record_rejection();
+                    cache.invalidate_generation(sent.token.generation);
                     let Some(replay) = sent.replay else {
                         return Poll::Ready(Ok(response));
                     };
-                    let (service, replay) = *replay;
+                    let Replay {
+                        service,
+                        head,
+                        body,
+                    } = *replay;
                     let fut = retry(
                         response,
                         service,
-                        replay,
-                        sent.cache,
-                        sent.generation,
+                        head,
+                        body,
+                        cache,
+                        Rejected {
+                            generation: sent.token.generation,
+                            header: sent.token.header.clone(),
+                        },
                         sent.classify,
                     );
                     this.state.set(State::Boxed { fut: Box::pin(fut) });
@@ -159,6 +316,12 @@ where
             }
         }
     }
+}
+
+/// The token a rejection was for.
+struct Rejected {
+    generation: u64,
+    header: HeaderValue,
 }
 
 /// The slow path: wait for a token, then send. `service` is a clone of the
@@ -178,50 +341,50 @@ where
     ResB: Body + Send + 'static,
 {
     let current = cache.acquire(None).await?;
-    let body_copy = match on_rejection {
-        OnRejection::RetryOnce => req.body().try_clone_body(),
+    let replay = match on_rejection {
+        OnRejection::RetryOnce => req
+            .body()
+            .try_clone_body()
+            .map(|body| (Head::of(&req), body)),
         OnRejection::Return => None,
     };
-    req.headers_mut().insert(AUTHORIZATION, current.header);
-    // The same copy as on the fast path: taken once the header is in.
-    let replay = body_copy.map(|body| Replay::with_body(&req, body));
+    req.headers_mut()
+        .insert(AUTHORIZATION, current.header.clone());
     ready_service(&mut service).await?;
     let response = service.call(req).await.map_err(Into::into)?;
     if classify.classify(response.status(), response.headers()) == Verdict::Accepted {
         return Ok(response);
     }
+    // B6: invalidate the token we sent, and only that one.
     cache.record_rejection();
     cache.invalidate_generation(current.generation);
     match replay {
-        Some(replay) => {
-            retry(
-                response,
-                service,
-                replay,
-                cache,
-                current.generation,
-                classify,
-            )
-            .await
+        Some((head, body)) => {
+            let rejected = Rejected {
+                generation: current.generation,
+                header: current.header,
+            };
+            retry(response, service, head, body, cache, rejected, classify).await
         }
         None => Ok(response),
     }
 }
 
 /// The one retry after a rejection (B6). Returns the rejection unchanged
-/// when the body cannot be replayed after all, when no new token can be had,
-/// or when the "new" token is the rejected value again.
+/// when the body cannot be replayed after all, when no new token can be had
+/// (among other reasons, while the rejection throttle holds), or when the
+/// "new" token is the rejected value again.
 ///
-/// A rejection of the retry is returned as it is, and does not invalidate the
-/// brand-new token: the next request uses it, and if that is rejected too,
-/// that request causes the next refresh. So an API that rejects every token
-/// costs one token request per request, never more.
+/// A rejection of the retry invalidates the retry's token in its turn, like
+/// any rejection; the throttle keeps an API that rejects every token from
+/// costing a token request per request.
 async fn retry<S, B, C, ResB>(
     rejected: Response<ResB>,
     mut service: S,
-    replay: Replay<B>,
+    head: Head,
+    body: B,
     cache: TokenCache,
-    generation: u64,
+    token: Rejected,
     classify: C,
 ) -> Result<Response<ResB>, BoxError>
 where
@@ -231,31 +394,34 @@ where
     B: TryCloneBody,
     ResB: Body + Send + 'static,
 {
-    if !replay.request.body().is_replayable() {
+    if !body.is_replayable() {
         tracing::debug!("rejected request body cannot be replayed; returning the rejection");
         return Ok(rejected);
     }
-    let current = match cache.acquire(Some(generation)).await {
+    let current = match cache.acquire(Some(token.generation)).await {
         Ok(current) => current,
         Err(error) => {
             tracing::debug!(%error, "no new token for the retry; returning the rejection");
             return Ok(rejected);
         }
     };
-    if replay.request.headers().get(AUTHORIZATION) == Some(&current.header) {
+    if current.header == token.header {
         tracing::debug!("the new token is the rejected one; returning the rejection");
         return Ok(rejected);
     }
+    let Some(request) = head.into_request(body, current.header) else {
+        return Ok(rejected);
+    };
     discard(rejected);
-    let Replay { mut request } = replay;
-    request.headers_mut().insert(AUTHORIZATION, current.header);
     cache.record_retry();
     // NOTE: the service's readiness was used by the first call (or this is a
     // clone that was never polled); poll it again before sending.
     ready_service(&mut service).await?;
     let response = service.call(request).await.map_err(Into::into)?;
     if classify.classify(response.status(), response.headers()) == Verdict::Rejected {
+        // B6: the retry's token is invalidated too.
         cache.record_rejection();
+        cache.invalidate_generation(current.generation);
     }
     Ok(response)
 }
@@ -317,4 +483,62 @@ where
     std::future::poll_fn(|cx| service.poll_ready(cx))
         .await
         .map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_copy_keeps_every_header_but_ours_with_its_sensitivity() {
+        let mut secret = HeaderValue::from_static("s3cr3t");
+        secret.set_sensitive(true);
+        let req = Request::post("https://api.example/v1?x=1")
+            .header("accept", "application/json")
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .header("x-api-key", secret)
+            .header(AUTHORIZATION, "Bearer old")
+            .extension(7u32)
+            .body(())
+            .unwrap();
+        let head = Head::of(&req);
+        assert!(matches!(head.headers, HeaderCopy::Inline { .. }));
+        let copy = head
+            .into_request((), HeaderValue::from_static("Bearer new"))
+            .unwrap();
+        assert_eq!(copy.method(), Method::POST);
+        assert_eq!(copy.uri(), req.uri());
+        assert_eq!(copy.extensions().get::<u32>(), Some(&7));
+        assert_eq!(copy.headers()["accept"], "application/json");
+        let multi: Vec<_> = copy.headers().get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b"]);
+        assert!(copy.headers()["x-api-key"].is_sensitive());
+        assert!(!copy.headers()["accept"].is_sensitive());
+        let auth: Vec<_> = copy.headers().get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(auth, ["Bearer new"]);
+    }
+
+    #[test]
+    fn headers_too_large_for_the_buffer_are_kept_as_a_map() {
+        let big = "x".repeat(HEADER_BYTES);
+        let long_name = "n".repeat(300);
+        for (name, value) in [("x-big", big.as_str()), (long_name.as_str(), "v")] {
+            let req = Request::get("/")
+                .header("accept", "*/*")
+                .header(name, value)
+                .header(AUTHORIZATION, "Bearer old")
+                .body(())
+                .unwrap();
+            let head = Head::of(&req);
+            assert!(matches!(head.headers, HeaderCopy::Map(_)));
+            let copy = head
+                .into_request((), HeaderValue::from_static("Bearer new"))
+                .unwrap();
+            assert_eq!(copy.headers()[name], value);
+            assert_eq!(copy.headers()["accept"], "*/*");
+            assert_eq!(copy.headers()[AUTHORIZATION], "Bearer new");
+            assert_eq!(copy.headers().len(), 3);
+        }
+    }
 }

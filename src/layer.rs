@@ -79,7 +79,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::TryCloneBody;
-use crate::cache::Reader;
 use crate::future::{self, ResponseFuture};
 use crate::reject::{Classify, OnRejection, Standard};
 use crate::{BoxError, TokenCache};
@@ -160,10 +159,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            reader: Reader::new(&self.cache),
-            cache: self.cache.clone(),
-            classify: self.classify.clone(),
-            on_rejection: self.on_rejection,
+            auth: self.clone(),
         }
     }
 }
@@ -213,10 +209,7 @@ impl<C> fmt::Debug for AuthLayer<C> {
 #[derive(Clone)]
 pub struct AuthService<S, C = Standard> {
     inner: S,
-    cache: TokenCache,
-    reader: Reader,
-    classify: C,
-    on_rejection: OnRejection,
+    auth: AuthLayer<C>,
 }
 
 impl<S> AuthService<S> {
@@ -236,7 +229,7 @@ impl<S, C> AuthService<S, C> {
 
     /// The cache this service takes its tokens from.
     pub fn cache(&self) -> &TokenCache {
-        &self.cache
+        &self.auth.cache
     }
 }
 
@@ -244,8 +237,8 @@ impl<S: fmt::Debug, C> fmt::Debug for AuthService<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthService")
             .field("inner", &self.inner)
-            .field("cache", &self.cache)
-            .field("on_rejection", &self.on_rejection)
+            .field("cache", &self.auth.cache)
+            .field("on_rejection", &self.auth.on_rejection)
             .finish_non_exhaustive()
     }
 }
@@ -271,73 +264,92 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // Two atomic loads when the token is fresh: no lock, no clock read.
-        let Some(current) = self.reader.current() else {
-            return self.call_without_token(req);
-        };
-        // Whether the body can be sent twice is asked before the first send.
-        let body_copy = match self.on_rejection {
-            OnRejection::RetryOnce => req.body().try_clone_body(),
-            OnRejection::Return => None,
+    #[inline]
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.auth.call(&mut self.inner, req)
+    }
+}
+
+impl<C: Classify> AuthLayer<C> {
+    /// What [`AuthService::call`] does, with `inner` polled ready by the
+    /// caller (also used by [`Routed`](crate::route::Routed), which holds
+    /// one inner service for several layers).
+    #[inline]
+    pub(crate) fn call<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        mut req: Request<B>,
+    ) -> ResponseFuture<S, B, C>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        // B1: checked against the clock now; no lock, no allocation.
+        let Some(token) = self.cache.read() else {
+            return self.call_without_token(inner, req);
         };
         // B7: a request that carries its own credentials is not ours. One
         // map operation on the common path (`append` returns whether the
         // name was already there); only then is our value taken out again.
-        if req.headers_mut().append(AUTHORIZATION, current.header) {
+        if req
+            .headers_mut()
+            .append(AUTHORIZATION, token.header.clone())
+        {
             remove_appended_authorization(req.headers_mut());
-            return ResponseFuture::passthrough(self.inner.call(req));
+            return ResponseFuture::passthrough(inner.call(req));
         }
-        // The copy for the one retry (its `Authorization` is replaced then).
-        let replay = body_copy.map(|body| self.capture(&req, body));
-        // `self.inner` was polled ready by our `poll_ready`; use it, and
-        // leave it in place.
-        let fut = self.inner.call(req);
+        // The copy for the one retry, taken before the body is sent.
+        let replay = match self.on_rejection {
+            OnRejection::RetryOnce => req
+                .body()
+                .try_clone_body()
+                .map(|body| future::Replay::capture(inner.clone(), &req, body)),
+            OnRejection::Return => None,
+        };
+        // `inner` was polled ready; use it, and leave it in place.
+        let fut = inner.call(req);
         ResponseFuture::sent(
             fut,
             future::Sent {
-                cache: self.cache.clone(),
-                generation: current.generation,
+                token,
                 classify: self.classify.clone(),
                 replay,
             },
         )
-    }
-}
-
-impl<S: Clone, C: Classify> AuthService<S, C> {
-    /// The copy of a request kept for the one retry, with a service clone to
-    /// send it with (polled ready only if it is needed).
-    #[inline(never)]
-    fn capture<B>(&self, req: &Request<B>, body: B) -> Box<(S, future::Replay<B>)> {
-        Box::new((self.inner.clone(), future::Replay::with_body(req, body)))
     }
 
     /// No usable token: pass a request with its own `Authorization` through,
     /// or wait for a token in the response future.
     #[cold]
     #[inline(never)]
-    fn call_without_token<B, ResB>(&mut self, req: Request<B>) -> ResponseFuture<S, B, C>
+    fn call_without_token<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B, C>
     where
-        S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: TryCloneBody + Send + 'static,
         ResB: http_body::Body + Send + 'static,
     {
         if req.headers().contains_key(AUTHORIZATION) {
-            return ResponseFuture::passthrough(self.inner.call(req));
+            return ResponseFuture::passthrough(inner.call(req));
         }
         // Wait for the token with a clone of the service, polled ready once
         // the token is there.
-        let clone = self.inner.clone();
-        // NOTE: `self.inner` was polled ready and holds what that reserved
-        // (a `Buffer` slot, a concurrency permit) until it is called or
+        let clone = inner.clone();
+        // NOTE: `inner` was polled ready and holds what that reserved (a
+        // `Buffer` slot, a concurrency permit) until it is called or
         // dropped. It is not called now, so drop it and keep a fresh clone:
         // otherwise callers waiting for a token while holding their
         // reservations can starve each other's clones (a tonic `Channel`
         // with a small buffer deadlocks).
-        drop(std::mem::replace(&mut self.inner, clone.clone()));
+        drop(std::mem::replace(inner, clone.clone()));
         ResponseFuture::acquiring(future::acquire_then_call(
             clone,
             req,

@@ -59,6 +59,14 @@
 //! For tonic, use one `tower_bearer::tonic::AuthChannel` (feature `tonic`)
 //! per channel instead.
 //!
+//! A request that carries a `Host` header matches only when that header
+//! names the same host and port as its URI
+//! ([`Origin::matches_request`]). A server or an ingress that routes by
+//! virtual host delivers a request by its `Host`, and hyper's HTTP/1.1
+//! client sends the header as given: a request to the API's address with
+//! `Host: other-tenant.example` would take the token to another
+//! application. Such a request is sent as it is, without a token.
+//!
 //! # One API, one origin
 //!
 //! [`RouteLayer::only`] restricts a single `AuthLayer` to the origins its
@@ -75,7 +83,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -188,6 +195,55 @@ impl Origin {
         scheme.eq_ignore_ascii_case(&self.scheme)
             && host.eq_ignore_ascii_case(&self.host)
             && uri.port_u16().or_else(|| default_port(scheme)) == Some(self.port)
+    }
+
+    /// Whether `req` goes to this origin: its URI matches, and so does its
+    /// `Host` header when it has one.
+    ///
+    /// A request's `Host` names the application a server or an ingress
+    /// that routes by virtual host delivers it to, and hyper's HTTP/1.1
+    /// client sends it as given: a request to this origin's address with
+    /// `Host: other-tenant.example` reaches another application. It does
+    /// not match, so it gets no token (B9).
+    ///
+    /// ```
+    /// use tower_bearer::route::Origin;
+    ///
+    /// let api = Origin::parse("https://api.example")?;
+    /// let plain = http::Request::get("https://api.example/v1").body(())?;
+    /// assert!(api.matches_request(&plain));
+    /// let same = http::Request::get("https://api.example/v1").header("host", "API.example:443").body(())?;
+    /// assert!(api.matches_request(&same));
+    /// let other = http::Request::get("https://api.example/v1").header("host", "other.example").body(())?;
+    /// assert!(!api.matches_request(&other));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn matches_request<B>(&self, req: &Request<B>) -> bool {
+        if !self.matches(req.uri()) {
+            return false;
+        }
+        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) => true,
+            (Some(host), None) => self.is_host_header(host.as_bytes()),
+            // Two `Host` headers: whichever a server reads, refuse.
+            (Some(_), Some(_)) => false,
+        }
+    }
+
+    /// Whether a `Host` header value (`host[:port]`) names this origin.
+    fn is_host_header(&self, value: &[u8]) -> bool {
+        let Ok(value) = std::str::from_utf8(value) else {
+            return false;
+        };
+        let Ok(authority) = value.parse::<http::uri::Authority>() else {
+            return false;
+        };
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        authority.host().eq_ignore_ascii_case(&self.host)
+            && authority.port_u16().or_else(|| default_port(&self.scheme)) == Some(self.port)
     }
 
     /// The scheme, in lower case.
@@ -447,7 +503,7 @@ where
         let Some(route) = self
             .routes
             .iter()
-            .find(|route| route.origin.matches(req.uri()))
+            .find(|route| route.origin.matches_request(&req))
         else {
             // B9: not an origin we hold a token for; no token, untouched.
             return RouteFuture {
@@ -456,17 +512,11 @@ where
                 },
             };
         };
-        // `self.inner` was polled ready; hand that instance to the auth
-        // service and keep a clone (see tower-service's "Be careful when
-        // cloning inner services").
-        let clone = self.inner.clone();
-        let ready = mem::replace(&mut self.inner, clone);
-        let mut auth = route.auth.layer(ready);
-        // NOTE: `AuthService::poll_ready` is its inner service's and keeps no
-        // state of its own (B10), so the ready inner service makes it ready.
+        // `self.inner` was polled ready by our `poll_ready`, which is what
+        // the auth layer's call needs (B10).
         RouteFuture {
             kind: Kind::Routed {
-                fut: auth.call(req),
+                fut: route.auth.call(&mut self.inner, req),
             },
         }
     }

@@ -80,7 +80,7 @@ async fn b1_token_is_used_until_expiry_minus_leeway_then_refetched() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn b1_short_lived_token_is_reused_for_half_its_lifetime() {
+async fn b1_short_lived_token_is_reused_until_a_tenth_of_its_lifetime_remains() {
     let _clock = FrozenClock::freeze().await;
     let tokens = support::token_server(4).await;
     let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
@@ -88,20 +88,20 @@ async fn b1_short_lived_token_is_reused_for_half_its_lifetime() {
         .build()
         .unwrap();
 
-    for _ in 0..19 {
+    for _ in 0..35 {
         assert_eq!(
             cache.token().await.unwrap().access_token().secret(),
             "tok-1"
         );
         advance(Duration::from_millis(100)).await;
     }
-    // 1.9 s: still the first token, one request.
+    // 3.5 s: still the first token, one request.
     assert_eq!(
         cache.token().await.unwrap().access_token().secret(),
         "tok-1"
     );
     assert_eq!(tokens.requests(), 1);
-    // 2 s: the 60 s leeway, capped at half of 4 s, is reached.
+    // 3.6 s: the 60 s leeway, capped at a tenth of 4 s, is reached.
     advance(Duration::from_millis(100)).await;
     assert_eq!(
         cache.token().await.unwrap().access_token().secret(),

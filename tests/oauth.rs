@@ -531,15 +531,20 @@ async fn refreshing_server(
     .await
 }
 
-/// Forces the next `token()` to refresh, as a 401 would.
+/// Forces the next `token()` to refresh, as a 401 would. Then lets the
+/// rejection throttle pass: a token from a refresh that a rejection caused,
+/// rejected in its turn, is replaced only after a cooldown of at most 1 s
+/// at first (B6). Needs the paused, frozen clock.
 async fn refresh(cache: &TokenCache) -> Result<Token, Error> {
     let current = cache.token().await?;
     assert!(cache.invalidate(&current));
+    tokio::time::advance(Duration::from_secs(1)).await;
     cache.token().await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn b5_rotated_refresh_token_replaces_the_old_one() {
+    let _clock = FrozenClock::freeze().await;
     let server = refreshing_server(|n, _| Some(format!("rt-{n}")), &[]).await;
     let grant = client_credentials(&server);
     let cache = TokenCache::new(grant.clone());
@@ -568,8 +573,9 @@ async fn b5_rotated_refresh_token_replaces_the_old_one() {
     assert_eq!((stats.primary, stats.refreshes, stats.rotations), (1, 2, 2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn b5_response_without_refresh_token_keeps_the_old_one() {
+    let _clock = FrozenClock::freeze().await;
     let server = refreshing_server(
         |_, grant| (grant == "password").then(|| "rt-only".to_owned()),
         &[],
@@ -595,8 +601,9 @@ async fn b5_response_without_refresh_token_keeps_the_old_one() {
     assert_eq!(grant.stats().rotations, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn b5_invalid_grant_on_refresh_falls_back_to_the_primary_grant() {
+    let _clock = FrozenClock::freeze().await;
     let server = refreshing_server(|n, _| Some(format!("rt-{n}")), &["rt-1"]).await;
     let grant = password(&server);
     let cache = TokenCache::new(grant.clone());
@@ -642,8 +649,9 @@ async fn b5_refresh_token_grant_reports_invalid_grant_and_stops_asking() {
     assert_eq!(server.requests(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn b5_refresh_token_grant_refreshes_from_the_given_token() {
+    let _clock = FrozenClock::freeze().await;
     let server = refreshing_server(|n, _| Some(format!("rt-{n}")), &[]).await;
     let grant = RefreshTokenGrant::new(
         endpoint(&server, ClientAuth::none("cli")).build().unwrap(),

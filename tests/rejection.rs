@@ -23,6 +23,7 @@ use support::{
     settle_until, text, token_server,
 };
 use tokio::sync::Barrier;
+use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt};
 use tower_bearer::reject::OnRejection;
 use tower_bearer::{AuthLayer, TokenCache, source::StaticToken};
@@ -115,38 +116,97 @@ async fn b6_concurrent_401s_cause_one_refresh_and_one_retry_each() {
     );
 }
 
-#[tokio::test]
-async fn b6_an_api_that_always_rejects_gets_each_request_exactly_twice() {
+#[tokio::test(start_paused = true)]
+async fn b6_a_rejected_retry_invalidates_its_token_and_rejections_in_a_row_wait_a_cooldown() {
+    let _clock = FrozenClock::freeze().await;
     let tokens = token_server(3600).await;
     let api = api_server(|_| false).await;
     let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
     let client = AuthLayer::new(cache.clone()).layer(http_client());
-
-    for n in 1..=4 {
+    let call = || async {
         let rsp = client.clone().oneshot(get(api.url("/"))).await.unwrap();
         assert_eq!(
             rsp.status(),
             StatusCode::UNAUTHORIZED,
             "the caller gets the 401"
         );
-        assert_eq!(api.requests(), 2 * n, "sent exactly twice");
-    }
-    // Each request's first send invalidates the token it used; its retry's
-    // rejection is returned as is, so each request costs one token request.
+    };
+
+    // tok-1 is rejected: invalidated, refreshed at once, the request sent
+    // again with tok-2, which is rejected too: tok-2 is invalidated as well.
+    call().await;
+    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(tokens.requests(), 2);
+    assert!(format!("{cache:?}").contains("state: \"rejected\""));
+
+    // tok-2 came from a refresh that a rejection caused: its replacement
+    // waits a cooldown (at most 1 s the first time). Until then it is still
+    // sent, so the caller gets the server's 401, and no token is requested.
+    call().await;
+    assert_eq!(tokens.requests(), 2, "no refresh while the throttle holds");
     assert_eq!(
-        tokens_seen(&api),
-        [
-            "Bearer tok-1",
-            "Bearer tok-2", //
-            "Bearer tok-2",
-            "Bearer tok-3", //
-            "Bearer tok-3",
-            "Bearer tok-4", //
-            "Bearer tok-4",
-            "Bearer tok-5",
-        ]
+        tokens_seen(&api)[2..],
+        ["Bearer tok-2"],
+        "sent once, not retried"
     );
-    assert_eq!(tokens.requests(), 5);
+
+    // After the cooldown the next request gets a new token.
+    advance(Duration::from_secs(1)).await;
+    call().await;
+    assert_eq!(tokens.requests(), 3);
+    assert_eq!(tokens_seen(&api)[3..], ["Bearer tok-3"]);
+    let stats = cache.stats();
+    assert_eq!((stats.rejections, stats.retries), (4, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_an_api_that_rejects_every_token_sees_a_bounded_number_of_token_requests() {
+    // 1,000 requests per second for 60 s against an API that rejects every
+    // token. Tokens from refreshes caused by rejections that are rejected in
+    // their turn wait a cooldown of 1 s doubling to 30 s, with equal jitter
+    // (at least 0.5, 1, 2, 4, 8, 15, 15 s): the first token and its
+    // replacement at 0 s, then at the earliest at 0.5, 1.5, 3.5, 7.5, 15.5,
+    // 30.5 and 45.5 s. At most 9 in the first minute (documented in
+    // `cache`, Rejections).
+    const SECONDS: u64 = 60;
+    const CALLS_PER_STEP: usize = 100;
+    const STEP: Duration = Duration::from_millis(100);
+    const BOUND: usize = 9;
+
+    let _clock = FrozenClock::freeze().await;
+    let tokens = token_server(3600).await;
+    let api = api_server(|_| false).await;
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(h2_client());
+    let start = Instant::now();
+    let mut calls = 0;
+    while Instant::now() - start < Duration::from_secs(SECONDS) {
+        let step: Vec<_> = (0..CALLS_PER_STEP)
+            .map(|_| {
+                let client = client.clone();
+                let req = get(api.url("/"));
+                tokio::spawn(async move {
+                    let rsp = client.oneshot(req).await?;
+                    Ok::<_, tower::BoxError>(read_response(rsp).await.0)
+                })
+            })
+            .collect();
+        for call in step {
+            let status = call.await.unwrap().expect("never an error of ours");
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            calls += 1;
+        }
+        advance(STEP).await;
+    }
+    assert_eq!(calls, 60_000);
+    let requests = tokens.requests();
+    eprintln!("an API that rejects everything: {requests} token requests in {SECONDS} s");
+    assert!(
+        requests <= BOUND,
+        "{requests} token requests, bound {BOUND}"
+    );
+    // The throttle slows refreshes down; it does not stop them.
+    assert!(requests >= 6, "{requests} token requests");
 }
 
 #[tokio::test]

@@ -655,6 +655,9 @@ async fn b6_a_rejected_token_is_not_taken_back_from_the_store_after_a_failed_sav
     store.fail(false);
 
     assert!(cache.invalidate(&tok2));
+    // tok-2 came from a refresh that a rejection caused: its own rejection
+    // holds it for the rejection throttle's cooldown (B6), at most 1 s here.
+    tokio::time::advance(S(1)).await;
     let next = cache.token().await.unwrap();
 
     assert_eq!(next.access_token().secret(), "tok-3");

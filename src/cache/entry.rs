@@ -1,18 +1,18 @@
 //! A token as the cache serves it: the token, its prebuilt header and its
 //! schedule.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::deadline::Deadline;
-use super::policy::{Freshness, Schedule, Timing};
+use super::schedule::{Schedule, Timing};
 use crate::{Error, Token};
 
-/// One cached token. Immutable once published; invalidation publishes a
-/// copy that is no longer usable.
+/// One cached token, as published to the per-request path. Immutable once
+/// published; an invalidation publishes a changed copy.
 pub(crate) struct Entry {
     pub(crate) token: Token,
     /// `Authorization: <scheme> <token>`, marked sensitive, built once (B7).
@@ -24,25 +24,23 @@ pub(crate) struct Entry {
     /// Increases with every token the cache installs; tells a rejected token
     /// from its successor without comparing secrets.
     pub(crate) generation: u64,
-    /// Set on the copy published by an invalidation (B6).
-    pub(crate) invalidated: bool,
-    /// Timers for the schedule's two instants, read by the per-request path
-    /// instead of the clock; `None` on an invalidated copy.
-    deadlines: Option<Deadlines>,
+    /// Unique among every entry of every cache of the process: what the
+    /// per-request path keys its per-thread copy with (see `read`).
+    pub(crate) version: u64,
+    /// Set on the copy published when the server rejected the token (B6).
+    pub(crate) rejected: bool,
+    /// How many tokens in a row, this one included, came from refreshes
+    /// that rejections caused: 0 for a token fetched for any other reason.
+    /// Drives the rejection throttle (B6).
+    pub(crate) streak: u32,
 }
 
-struct Deadlines {
-    stale: Deadline,
-    usable_until: Deadline,
-}
+/// The source of [`Entry::version`]: a counter, not a registry. Starts at 1
+/// so that 0 never names an entry.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
-impl Deadlines {
-    fn arm(schedule: &Schedule) -> Self {
-        Deadlines {
-            stale: Deadline::arm(schedule.stale_at),
-            usable_until: Deadline::arm(schedule.usable_until),
-        }
-    }
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Entry {
@@ -53,6 +51,7 @@ impl Entry {
     pub(crate) fn new(
         token: Token,
         generation: u64,
+        streak: u32,
         timing: &Timing,
         default_lifetime: Duration,
         jitter_unit: f64,
@@ -60,47 +59,24 @@ impl Entry {
         let expires = effective_expiry(&token, default_lifetime);
         let schedule = timing.schedule(token.issued_at(), expires, jitter_unit);
         let header = authorization_value(&token)?;
-        let deadlines = Some(Deadlines::arm(&schedule));
         Ok(Entry {
             token,
             header,
             schedule,
             expires_at: expires,
             generation,
-            invalidated: false,
-            deadlines,
+            version: next_version(),
+            rejected: false,
+            streak,
         })
     }
 
-    /// The same token with its timers armed again, on the current runtime.
-    pub(crate) fn rearmed(&self) -> Entry {
-        Entry {
-            token: self.token.clone(),
-            header: self.header.clone(),
-            schedule: self.schedule,
-            expires_at: self.expires_at,
-            generation: self.generation,
-            invalidated: self.invalidated,
-            deadlines: Some(Deadlines::arm(&self.schedule)),
-        }
-    }
-
-    /// The freshness as the timers tell it: one atomic load while the token
-    /// is fresh, no clock read.
-    #[inline]
-    pub(crate) fn freshness_by_timers(&self) -> Freshness {
-        match &self.deadlines {
-            None => Freshness::Expired,
-            Some(d) if !d.stale.has_passed() => Freshness::Fresh,
-            Some(d) if !d.usable_until.has_passed() => Freshness::Stale,
-            Some(_) => Freshness::Expired,
-        }
-    }
-
-    /// The copy published when the server rejected this token: same token
-    /// (its refresh token is still needed), not usable from `now` on.
-    pub(crate) fn invalidated(&self, now: Instant) -> Entry {
-        let end = now.min(self.schedule.usable_until);
+    /// The copy published when the server rejected this token (B6): the
+    /// same token (its refresh token is still needed), not usable after
+    /// `now + hold`, never stale before that (a refresh while the rejection
+    /// throttle holds would defeat it).
+    pub(crate) fn rejected(&self, now: Instant, hold: Duration) -> Entry {
+        let end = crate::token::later(now, hold).min(self.schedule.usable_until);
         Entry {
             token: self.token.clone(),
             header: self.header.clone(),
@@ -110,8 +86,9 @@ impl Entry {
             },
             expires_at: self.expires_at,
             generation: self.generation,
-            invalidated: true,
-            deadlines: None,
+            version: next_version(),
+            rejected: true,
+            streak: self.streak,
         }
     }
 }
@@ -146,10 +123,6 @@ pub(crate) fn authorization_value(token: &Token) -> Result<HeaderValue, Error> {
         Error::invalid_response("the access token has characters that cannot be sent in a header")
     })?;
     value.set_sensitive(true);
-    // The value's bytes start out as a uniquely owned vector; the first clone
-    // moves them to shared, reference-counted storage in place. Do that now,
-    // so that cloning the header on the per-request path never allocates.
-    drop(value.clone());
     Ok(value)
 }
 
@@ -176,5 +149,24 @@ mod tests {
                 assert!(!err.to_string().contains(bad));
             }
         }
+    }
+
+    #[tokio::test]
+    async fn versions_are_unique_and_a_rejection_publishes_a_new_one() {
+        let timing = Timing {
+            leeway: Duration::from_secs(60),
+            refresh_ahead: Some(0.8),
+            jitter: 0.0,
+        };
+        let token = Token::new("t").with_expires_in(Duration::from_secs(3600));
+        let a = Entry::new(token.clone(), 1, 0, &timing, Duration::ZERO, 0.0).unwrap();
+        let b = Entry::new(token, 1, 0, &timing, Duration::ZERO, 0.0).unwrap();
+        assert_ne!(a.version, b.version);
+        let now = Instant::now();
+        let rejected = a.rejected(now, Duration::from_secs(1));
+        assert_ne!(rejected.version, a.version);
+        assert_eq!(rejected.generation, a.generation);
+        assert_eq!(rejected.schedule.usable_until, now + Duration::from_secs(1));
+        assert_eq!(rejected.schedule.stale_at, rejected.schedule.usable_until);
     }
 }

@@ -26,9 +26,49 @@
 //!
 //! | phase | from | what callers get |
 //! | --- | --- | --- |
-//! | fresh | receipt | the token, at the cost of two atomic loads (no lock, no clock read) |
+//! | fresh | receipt | the token |
 //! | stale | `refresh_ahead` × lifetime (80 %, minus up to 5 % jitter) | the token at once; one background refresh starts (B2) |
-//! | expired | expiry − leeway (60 s, at most half the lifetime) | they wait for the single refresh (B1, B3) |
+//! | expired | expiry − leeway (60 s, at most a tenth of the lifetime) | they wait for the single refresh (B1, B3) |
+//!
+//! # The schedule with the default settings
+//!
+//! With continuous traffic a token is replaced when it turns stale, so the
+//! token endpoint sees at most 1 / 0.75 ≈ 1.33 requests per token lifetime,
+//! whatever the lifetime (the leeway is capped at a tenth of the lifetime so
+//! that the refresh-ahead point always comes first):
+//!
+//! | token lifetime | leeway | usable until | stale from (jitter) | token requests per lifetime, at most |
+//! | --- | --- | --- | --- | --- |
+//! | 3 s | 0.3 s | 2.7 s | 2.25 s – 2.4 s | 1.33 |
+//! | 60 s | 6 s | 54 s | 45 s – 48 s | 1.33 |
+//! | 5 min | 30 s | 4 min 30 s | 3 min 45 s – 4 min | 1.33 |
+//! | 1 h | 1 min | 59 min | 45 min – 48 min | 1.33 |
+//! | 24 h | 1 min | 23 h 59 min | 18 h – 19 h 12 min | 1.33 |
+//!
+//! (Produced by the test `schedule_table_in_the_docs_is_the_code_s`, which
+//! fails when this table and the code disagree; `tests/schedule.rs` counts
+//! the token requests against a real token endpoint.)
+//!
+//! # Freshness, on every call (B1)
+//!
+//! Every call compares tokio's clock (`tokio::time::Instant::now()`) with
+//! the token's usable end and refresh-ahead point, at the moment of the
+//! call: no timer, no counter, no per-runtime state stands in for it. So a
+//! token is never attached after its usable end, whatever drives the call
+//! (a task, one `block_on` per call, a clone of the service per request, a
+//! task that has spent its coop budget, a runtime without a time driver,
+//! several runtimes sharing one cache, the paused clock of a test). The
+//! read costs a clock read and an atomic load; see [`read`](self) for how it
+//! avoids writing memory other threads write.
+//!
+//! **System suspend.** tokio's clock is the monotonic clock
+//! (`CLOCK_MONOTONIC` on Linux), which stops while the machine is
+//! suspended: after a resume, a token looks as usable as when the machine
+//! went to sleep, though its server may count the time asleep. The first
+//! call with it then gets a 401, which invalidates the token and sends the
+//! request once more with a new one (B6); nothing stays broken. A cache
+//! that must not send a token a suspended machine slept through should
+//! call [`TokenCache::invalidate`] on resume.
 //!
 //! # Failures (B4)
 //!
@@ -43,11 +83,29 @@
 //! with "equal jitter" (between half and all of that), and never shorter than
 //! a `Retry-After` the server sent. Meanwhile a still-usable token keeps being
 //! served; callers with no usable token get the failure at once, without a
-//! token request.
+//! token request. A refresh that panics (a panicking source, a runtime
+//! without a time driver) counts as failed like any other.
 //!
 //! So however many calls arrive, a dead token endpoint sees at most
 //! `max_attempts` requests per cooldown: with the defaults, once the cooldown
 //! has reached its 30 s ceiling, at most 3 requests every 15 s.
+//!
+//! # Rejections (B6)
+//!
+//! A response that rejects a token (401, gRPC UNAUTHENTICATED) invalidates
+//! that token, compare-and-swap by generation, so a hundred concurrent
+//! rejections of one token cause one refresh. The retry's own rejection
+//! invalidates the retry's token too.
+//!
+//! Refreshes caused by rejections are throttled. When the token that such a
+//! refresh fetched is rejected in its turn, the next refresh waits the
+//! cooldown above (1 s, doubling per rejected token in a row, up to 30 s,
+//! with equal jitter); until then the rejected token keeps being sent, and
+//! callers get the server's 401 (or UNAUTHENTICATED), not an error of ours.
+//! Against an API that rejects every token, the token endpoint therefore
+//! sees at most 9 requests in the first minute and 2 per 30 s after that,
+//! however many requests the API gets (`tests/rejection.rs` checks 1,000
+//! requests per second for 60 s).
 //!
 //! # Stores and hooks
 //!
@@ -58,21 +116,6 @@
 //! [`store`](crate::store) module. [`TokenCacheBuilder::on_refresh`] is
 //! called with each new token, for users who persist it elsewhere. Neither
 //! is on the per-request path.
-//!
-//! # Timers
-//!
-//! The per-request path does not read the clock: each token gets two tokio
-//! timers, for the instant it turns stale and the instant it stops being
-//! usable, and a call reads their state. Tokio's time driver flips a timer
-//! when its instant has come (within a millisecond in a live runtime; during
-//! `tokio::time::advance` with a paused clock), so the cache needs a runtime
-//! with its time driver (`#[tokio::main]`, `#[tokio::test]` and
-//! `Builder::enable_all` have it). Every 256th call of each service instance
-//! also checks the clock, so a token is never sent more than 255 calls past
-//! its end even if its timers cannot fire; timers whose runtime shut down
-//! are armed again on the next runtime that uses the cache. With a paused
-//! clock, tokio's auto-advance may jump to these timers when the runtime
-//! idles, like to any other timer.
 //!
 //! # Background work
 //!
@@ -85,13 +128,24 @@
 //! own, so that other caches need not wait for the lock to lapse. To shut
 //! down without cutting a refresh short (and maybe losing a refresh token
 //! the server already rotated), await [`TokenCache::settle`] first.
+//!
+//! A caller never waits on a refresh that nobody drives. A refresh tells its
+//! waiters before each step how long the step may take (a token request:
+//! the attempt timeout; a backoff; a store operation); a caller on another
+//! runtime that hears nothing for that long, on its own clock, aborts the
+//! refresh and starts a new one on its own runtime. This is what keeps a
+//! synchronous facade working, whose runtime is driven only inside its
+//! `block_on`: a refresh started there may sit idle until its next call.
+//! Without an attempt timeout (`no_attempt_timeout`), callers wait as long
+//! as the refresh takes.
 
-mod deadline;
+mod config;
 mod entry;
+mod fetch;
 mod flight;
-mod policy;
 mod random;
-mod reader;
+pub(crate) mod read;
+mod schedule;
 mod stats;
 mod with_store;
 
@@ -102,13 +156,13 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use self::flight::{Config, Shared};
-use self::policy::{Freshness, Retries, Timing};
-use self::with_store::{OnRefresh, StoreSettings};
+use self::config::{Config, OnRefresh, StoreSettings};
+use self::flight::Shared;
+use self::read::Local;
+use self::schedule::{Freshness, Retries, Timing};
 use crate::store::{StoreKey, TokenStore};
 use crate::{ConfigError, Error, Token, TokenSource};
 
-pub(crate) use self::reader::Reader;
 pub use self::stats::CacheStats;
 pub use self::with_store::{STORE_POLL_INTERVAL, STORE_TIMEOUT};
 
@@ -233,10 +287,12 @@ impl TokenCache {
     }
 
     /// Tells the cache that the server rejected `token` (B6). If it is still
-    /// the current token, it is not handed out again, and the next caller
-    /// starts a refresh; if it was already replaced, nothing happens, so a
-    /// burst of rejections of one token causes one refresh. Returns whether
-    /// the token was the current one.
+    /// the current token, it is replaced by the next refresh, which the next
+    /// caller starts (after the rejection throttle, when tokens from
+    /// rejection-caused refreshes keep being rejected: see the
+    /// [module documentation](self#rejections-b6)); if it was already
+    /// replaced, nothing happens, so a burst of rejections of one token
+    /// causes one refresh. Returns whether the token was the current one.
     ///
     /// [`AuthService`](crate::AuthService) calls this itself; use it when you
     /// attach tokens by hand.
@@ -283,16 +339,24 @@ impl TokenCache {
     /// # }
     /// ```
     pub async fn settle(&self) {
-        if let Some(mut running) = self.shared.running() {
-            // An error means the flight ended without a word (its task was
-            // aborted): nothing is under way any more either way.
-            let _ = running.wait_for(Option::is_some).await;
-        }
+        self.shared.settle().await;
     }
 
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> CacheStats {
         self.shared.counters.snapshot()
+    }
+
+    /// The token a call may carry now (the per-request path, B1, B2), or
+    /// `None` when it must wait for one.
+    #[inline]
+    pub(crate) fn read(&self) -> Option<Arc<Local>> {
+        read::read(&self.shared)
+    }
+
+    /// The cache a per-request read came from, if it still exists.
+    pub(crate) fn of(local: &Local) -> Option<TokenCache> {
+        local.shared.upgrade().map(|shared| TokenCache { shared })
     }
 
     /// Waits for a usable token; with `after`, for one newer than that
@@ -329,7 +393,7 @@ impl fmt::Debug for TokenCache {
         let current = self.shared.current.load();
         let state = match &*current {
             None => "empty",
-            Some(entry) if entry.invalidated => "rejected",
+            Some(entry) if entry.rejected => "rejected",
             Some(entry) => match entry.schedule.freshness(Instant::now()) {
                 Freshness::Fresh => "fresh",
                 Freshness::Stale => "stale",
@@ -610,57 +674,80 @@ impl fmt::Debug for TokenCacheBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use super::policy::Freshness;
+    use super::schedule::Timing;
     use super::*;
-    use crate::source;
 
-    fn counting_cache(calls: Arc<AtomicUsize>) -> TokenCache {
-        TokenCache::new(source::from_fn(move |_| {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok(Token::new(format!("tok-{n}")).with_expires_in(Duration::from_secs(3600))) }
-        }))
-    }
-
-    fn timers_say(cache: &TokenCache) -> Freshness {
-        cache
-            .shared
-            .current
-            .load()
-            .as_ref()
-            .unwrap()
-            .freshness_by_timers()
-    }
-
-    #[test]
-    fn timers_armed_on_a_runtime_that_shut_down_are_armed_again() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let cache = counting_cache(calls.clone());
-        let first = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        first.block_on(cache.token()).unwrap();
-        assert_eq!(timers_say(&cache), Freshness::Fresh);
-        // Shutting a runtime down fires its timers: the token reads as
-        // expired by its timers, though the clock says it is fresh.
-        drop(first);
-        assert_eq!(timers_say(&cache), Freshness::Expired);
-
-        let second = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let current = second.block_on(cache.acquire(None)).unwrap();
-        assert_eq!(current.header, "Bearer tok-1", "the same token, no refresh");
-        assert_eq!(
-            timers_say(&cache),
-            Freshness::Fresh,
-            "re-armed on this runtime"
+    /// The table of the module docs, from the code.
+    fn schedule_table() -> String {
+        let timing = Timing {
+            leeway: DEFAULT_LEEWAY,
+            refresh_ahead: Some(DEFAULT_REFRESH_AHEAD),
+            jitter: DEFAULT_JITTER,
+        };
+        let mut table = String::from(
+            "| token lifetime | leeway | usable until | stale from (jitter) | token requests per lifetime, at most |\n\
+             | --- | --- | --- | --- | --- |\n",
         );
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let t0 = Instant::now();
+        for (secs, name) in [
+            (3, "3 s"),
+            (60, "60 s"),
+            (300, "5 min"),
+            (3600, "1 h"),
+            (86_400, "24 h"),
+        ] {
+            let lifetime = Duration::from_secs(secs);
+            let earliest = timing.schedule(t0, t0 + lifetime, 0.999_999_999);
+            let latest = timing.schedule(t0, t0 + lifetime, 0.0);
+            assert_eq!(earliest.usable_until, latest.usable_until);
+            let usable = latest.usable_until - t0;
+            let stale_min = earliest.stale_at - t0;
+            let stale_max = latest.stale_at - t0;
+            let per_lifetime = lifetime.as_secs_f64() / stale_min.as_secs_f64();
+            table += &format!(
+                "| {name} | {} | {} | {} – {} | {per_lifetime:.2} |\n",
+                human(lifetime - usable),
+                human(usable),
+                human(stale_min),
+                human(stale_max),
+            );
+        }
+        table
+    }
+
+    /// `90 s` as `1 min 30 s`, to a hundredth of a second.
+    fn human(d: Duration) -> String {
+        let hundredths = (d.as_secs_f64() * 100.0).round() as u64;
+        let (h, rest) = (hundredths / 360_000, hundredths % 360_000);
+        let (m, rest) = (rest / 6_000, rest % 6_000);
+        let s = rest as f64 / 100.0;
+        let mut parts = Vec::new();
+        if h > 0 {
+            parts.push(format!("{h} h"));
+        }
+        if m > 0 {
+            parts.push(format!("{m} min"));
+        }
+        if s > 0.0 || parts.is_empty() {
+            parts.push(format!("{s} s"));
+        }
+        parts.join(" ")
+    }
+
+    #[tokio::test]
+    async fn schedule_table_in_the_docs_is_the_code_s() {
+        let table = schedule_table();
+        let docs: String = include_str!("mod.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//! "))
+            .filter(|line| line.starts_with('|'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(
+            docs.contains(&table),
+            "the docs' schedule table should be:\n{table}"
+        );
     }
 }

@@ -2,23 +2,20 @@
 //! order and the failure handling are documented for users in the `store`
 //! module ("How a cache uses its store"); this file implements them.
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::config::{Config, Held, StoreSettings};
 use super::entry::{Entry, authorization_value, effective_expiry};
-use super::flight::{Config, fetch};
-use super::policy::Freshness;
+use super::fetch::{Report, fetch};
+use super::schedule::Freshness;
 use super::stats::Counters;
-use crate::store::{StoreError, StoreKey, StoreLock, StoredToken, TokenStore, instant_to_wall};
-use crate::{AccessToken, Error, Token, TokenSource};
+use crate::store::{StoreError, StoreLock, StoredToken, instant_to_wall};
+use crate::{Error, Token, TokenSource};
 
 /// How often a cache waiting for another cache's refresh looks at the
 /// store (and tries the lock): 100 ms. A refresh takes a round trip to the
@@ -31,92 +28,6 @@ pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// it and carries on alone: 5 s. Stores answer in milliseconds; the Redis
 /// store gives up after 1 s by itself.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A cache's store, its key and its timing.
-#[derive(Clone)]
-pub(crate) struct StoreSettings {
-    pub(crate) store: Arc<dyn TokenStore>,
-    pub(crate) key: StoreKey,
-    pub(crate) lock_ttl: Duration,
-    /// How long to wait for another holder; computed at build when unset.
-    pub(crate) wait: Option<Duration>,
-    /// The tokens this cache has held, never to be installed again.
-    pub(crate) held: Arc<Held>,
-}
-
-/// How many of the tokens it has held a cache remembers. A store falls
-/// behind a cache by one token per failed save; sixteen failed saves in a
-/// row are an outage, which the cache survives alone.
-const HELD_MEMORY: usize = 16;
-
-/// The access tokens a cache has held (SHA-256 fingerprints, so that no
-/// old secret is kept), newest last.
-///
-/// A stored token among them is not news: the store fell behind this cache
-/// (a save failed), so it is older than the current token, and may be one
-/// the server rejected (B6). Installing it would go back in time; handing
-/// it to the source as `previous` would send a refresh token this cache has
-/// already spent (B5).
-#[derive(Default)]
-pub(crate) struct Held(Mutex<VecDeque<[u8; 32]>>);
-
-impl Held {
-    fn fingerprint(token: &AccessToken) -> [u8; 32] {
-        Sha256::digest(token.secret().as_bytes()).into()
-    }
-
-    fn remember(&self, token: &AccessToken) {
-        let fingerprint = Self::fingerprint(token);
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.back() == Some(&fingerprint) {
-            return;
-        }
-        held.retain(|f| *f != fingerprint);
-        if held.len() == HELD_MEMORY {
-            held.pop_front();
-        }
-        held.push_back(fingerprint);
-    }
-
-    fn contains(&self, token: &AccessToken) -> bool {
-        let fingerprint = Self::fingerprint(token);
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&fingerprint)
-    }
-}
-
-impl fmt::Debug for StoreSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreSettings")
-            .field("key", &self.key)
-            .field("lock_ttl", &self.lock_ttl)
-            .field("wait", &self.wait)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The `on_refresh` hook.
-#[derive(Clone)]
-pub(crate) struct OnRefresh(pub(crate) Arc<dyn Fn(&Token) + Send + Sync>);
-
-impl OnRefresh {
-    /// Calls the hook; a panic in it is logged, not propagated: the token
-    /// is good, and the refresh goes on.
-    pub(crate) fn call(&self, token: &Token) {
-        let hook = &self.0;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(token))).is_err() {
-            tracing::error!("the on_refresh hook panicked");
-        }
-    }
-}
-
-impl fmt::Debug for OnRefresh {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OnRefresh")
-    }
-}
 
 /// What a refresh got, and whether it asked the source for it.
 pub(crate) struct Obtained {
@@ -183,6 +94,7 @@ pub(crate) async fn refresh(
     current: Option<&Entry>,
     config: &Config,
     counters: &Counters,
+    report: Report<'_>,
 ) -> Result<Obtained, Error> {
     if let Some(current) = current {
         settings.held.remember(current.token.access_token());
@@ -193,6 +105,7 @@ pub(crate) async fn refresh(
         current,
         config,
         counters,
+        report,
         latest: None,
     }
     .run()
@@ -211,6 +124,8 @@ struct Refresh<'a> {
     current: Option<&'a Entry>,
     config: &'a Config,
     counters: &'a Counters,
+    /// Tells the callers waiting for this refresh that it is still working.
+    report: Report<'a>,
     /// The newest stored token seen and not installed: handed to the source
     /// as `previous`, because its refresh token is the newest of the
     /// lineage (B5).
@@ -231,6 +146,7 @@ impl Refresh<'_> {
                 Err(error) => return self.alone(&error).await,
             }
             // 2. Lock.
+            (self.report)(Some(STORE_TIMEOUT));
             match bounded(settings.store.try_lock(&settings.key, settings.lock_ttl)).await {
                 Ok(Some(lock)) => return self.hold(lock).await,
                 Ok(None) => {}
@@ -251,6 +167,7 @@ impl Refresh<'_> {
                 );
                 return self.fetch_and_save().await;
             }
+            (self.report)(Some(STORE_POLL_INTERVAL));
             tokio::time::sleep(STORE_POLL_INTERVAL).await;
         }
     }
@@ -259,6 +176,7 @@ impl Refresh<'_> {
     /// remembers it as the newest of the lineage.
     async fn look(&mut self) -> Result<Option<Obtained>, StoreError> {
         let settings = self.settings;
+        (self.report)(Some(STORE_TIMEOUT));
         let Some(stored) = bounded(settings.store.load(&settings.key)).await? else {
             return Ok(None);
         };
@@ -318,8 +236,10 @@ impl Refresh<'_> {
             self.previous(),
             &self.config.retries,
             self.counters,
+            self.report,
         )
         .await?;
+        (self.report)(Some(STORE_TIMEOUT));
         save(self.settings, &token, self.config, self.counters).await;
         Ok(Obtained {
             token,

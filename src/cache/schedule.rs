@@ -1,11 +1,21 @@
-//! Freshness as pure functions of a token's times and the clock: when a token
-//! turns stale, when it stops being usable, and how long to wait after a
-//! failure. Nothing here reads the clock or a random source itself, so every
+//! When a token turns stale and stops being usable, and how long to wait
+//! after a failure or a rejection: pure functions of a token's times and
+//! the settings. Nothing here reads the clock or a random source, so every
 //! rule is tested with plain numbers.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The largest share of a token's lifetime the leeway may take (B1): 10 %.
+///
+/// The leeway protects against clock skew and the time a request spends on
+/// the wire; 60 s is right for an hour-long token, but would eat a
+/// one-minute token whole. Capped at a tenth of the lifetime, it leaves
+/// room for the refresh-ahead point (80 % by default) before the usable end,
+/// so the token endpoint sees about one request per lifetime whatever the
+/// lifetime (see the schedule table in the `cache` module).
+pub(crate) const MAX_LEEWAY_SHARE: f64 = 0.1;
 
 /// What a cached token is good for at a given instant, from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,14 +68,14 @@ impl Timing {
     /// The schedule of a token issued at `issued` that expires at `expires`.
     /// `unit` is a random number in `[0, 1)` that picks the jitter.
     ///
-    /// * B1: usable until `expires − leeway`, with the leeway capped at half
-    ///   the lifetime.
+    /// * B1: usable until `expires − leeway`, the leeway capped at
+    ///   [`MAX_LEEWAY_SHARE`] of the lifetime.
     /// * B2: stale from `ratio − jitter·unit` of the lifetime on, and always
-    ///   before the usable window ends: when that point falls after it, the
-    ///   same ratio is applied to the usable window instead.
+    ///   before the usable window ends: when that point falls at or after
+    ///   it, the same ratio is applied to the usable window instead.
     pub(crate) fn schedule(&self, issued: Instant, expires: Instant, unit: f64) -> Schedule {
         let lifetime = expires.saturating_duration_since(issued);
-        let leeway = self.leeway.min(lifetime / 2);
+        let leeway = self.leeway.min(lifetime.mul_f64(MAX_LEEWAY_SHARE));
         let usable_until = expires.checked_sub(leeway).unwrap_or(issued).max(issued);
         let stale_at = match self.refresh_ahead {
             None => usable_until,
@@ -113,6 +123,10 @@ impl Retries {
     /// How long to wait before a new refresh after `failures` refreshes in a
     /// row failed (1 or more): exponential, with "equal jitter" so that it is
     /// never less than half the nominal value.
+    ///
+    /// The same pause separates refreshes caused by rejections in a row
+    /// (B6): `failures` is then the number of rejected tokens in a row that
+    /// came from such refreshes.
     pub(crate) fn cooldown(&self, failures: u32, unit: f64) -> Duration {
         let nominal = exponential(
             self.initial_cooldown,
@@ -156,10 +170,12 @@ mod tests {
     }
 
     #[test]
-    fn b1_leeway_is_capped_at_half_the_lifetime() {
+    fn b1_leeway_is_capped_at_a_tenth_of_the_lifetime() {
         let t0 = Instant::now();
         let s = timing(None).schedule(t0, t0 + S(4), 0.0);
-        assert_eq!(s.usable_until, t0 + S(2));
+        assert_eq!(s.usable_until, t0 + Duration::from_millis(3600));
+        let s = timing(None).schedule(t0, t0 + S(300), 0.0);
+        assert_eq!(s.usable_until, t0 + S(270));
         let s = timing(None).schedule(t0, t0, 0.0);
         assert_eq!(s.usable_until, t0, "zero lifetime: never reused");
         assert_eq!(s.freshness(t0), Freshness::Expired);
@@ -173,18 +189,24 @@ mod tests {
         let full_jitter = timing(Some(0.8)).schedule(t0, t0 + S(3600), 1.0);
         assert_eq!(full_jitter.stale_at, t0 + S(2700));
         assert_eq!(full_jitter.freshness(t0 + S(2800)), Freshness::Stale);
+        // The same shares for a 3 s token: the leeway no longer pushes the
+        // refresh-ahead point down.
+        let short = timing(Some(0.8)).schedule(t0, t0 + S(3), 0.0);
+        assert_eq!(short.stale_at, t0 + Duration::from_millis(2400));
+        assert_eq!(short.usable_until, t0 + Duration::from_millis(2700));
     }
 
     #[test]
     fn b2_stale_window_always_ends_before_usable_window() {
         let t0 = Instant::now();
-        // 80 % of 4 s is past the usable window (2 s): the ratio applies to it.
-        let s = timing(Some(0.8)).schedule(t0, t0 + S(4), 0.0);
-        assert_eq!(s.usable_until, t0 + S(2));
-        assert_eq!(s.stale_at, t0 + Duration::from_millis(1600));
+        // 95 % of 100 s is past the usable window (90 s): the ratio applies
+        // to the window.
+        let s = timing(Some(0.95)).schedule(t0, t0 + S(100), 0.0);
+        assert_eq!(s.usable_until, t0 + S(90));
+        assert_eq!(s.stale_at, t0 + Duration::from_millis(85_500));
         for unit in [0.0, 0.3, 0.999] {
-            for ratio in [0.1, 0.8, 0.99, 1.0] {
-                for lifetime in [1, 4, 100, 121, 3600] {
+            for ratio in [0.1, 0.8, 0.9, 0.99, 1.0] {
+                for lifetime in [1, 3, 4, 60, 100, 121, 300, 3600, 86_400] {
                     let s = timing(Some(ratio)).schedule(t0, t0 + S(lifetime), unit);
                     assert!(s.stale_at <= s.usable_until);
                     assert!(s.stale_at >= t0);
