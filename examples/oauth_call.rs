@@ -23,7 +23,7 @@
 //! Tokens and secrets are never printed.
 //!
 //! ```sh
-//! ../shared/peers/oidc-provider/start.sh 9400 &
+//! tests/peers/oidc-provider/start.sh 9400 &
 //! TOKEN_URL=http://127.0.0.1:9400/token CLIENT_ID=peer-client CLIENT_SECRET=peer-client-secret \
 //!   GRANT=password USERNAME=alice PASSWORD=alice-password \
 //!   API_URL=http://127.0.0.1:9400/api/whoami REQUESTS=5 INTERVAL_MS=1000 \

@@ -1,8 +1,8 @@
-//! Interoperability with a real authorization server: panva's oidc-provider
-//! in `shared/peers/oidc-provider` (client ids, secrets, users and error
-//! bodies are in its README). Each test starts its own peer on a free
-//! loopback port, with the lifetimes it needs, and runs on real time: the
-//! peer is another process with its own clock.
+//! Interoperability with a real authorization server: panva's oidc-provider,
+//! run by the crate's harness in `tests/peers/oidc-provider` (client ids,
+//! secrets, users and error bodies are in its README). Each test starts its
+//! own peer on a free loopback port, with the lifetimes it needs, and runs on
+//! real time: the peer is another process with its own clock.
 #![cfg(feature = "hyper-client")]
 
 mod support;

@@ -1,9 +1,9 @@
 //! A fleet against a real authorization server with refresh-token rotation
-//! and reuse detection (panva's oidc-provider in `shared/peers`): replicas
-//! that share one user's refresh token through Redis must never send a
-//! spent one, or the server revokes the whole grant and every replica
-//! fails. Real time: the peer and Redis are processes with their own
-//! clocks.
+//! and reuse detection (panva's oidc-provider, run by the crate's harness in
+//! `tests/peers/oidc-provider`): replicas that share one user's refresh
+//! token through Redis must never send a spent one, or the server revokes
+//! the whole grant and every replica fails. Real time: the peer and Redis
+//! are processes with their own clocks.
 #![cfg(all(feature = "redis", feature = "hyper-client"))]
 
 mod support;

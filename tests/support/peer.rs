@@ -1,13 +1,14 @@
-//! The real authorization server in `shared/peers/oidc-provider` (panva's
-//! oidc-provider on Node.js), started on a free loopback port for one test
-//! and killed when the fixture is dropped.
+//! The real authorization server of the crate's own harness,
+//! `tests/peers/oidc-provider` (panva's oidc-provider on Node.js), started on
+//! a free loopback port for one test and killed when the fixture is dropped.
 //!
-//! The peer is found through `OIDC_PEER_DIR`, by default
-//! `$CARGO_MANIFEST_DIR/../shared/peers/oidc-provider`. Missing `node` or a
-//! missing peer is a test failure with a message saying so, never a skip.
-//! Its npm packages are installed once into
+//! The harness is `$CARGO_MANIFEST_DIR/tests/peers/oidc-provider`;
+//! `OIDC_PEER_DIR` may point elsewhere, to try another copy. Missing `node`
+//! or a missing harness is a test failure with a message saying so, never a
+//! skip. Its npm packages are installed once into
 //! `$CARGO_TARGET_TMPDIR/peer-oidc-provider` (the first start runs `npm ci`,
-//! hence the generous start timeout).
+//! hence the generous start timeout); the repository itself is only read.
+//! The keys registered with it are in `tests/data`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,8 +40,8 @@ impl Peer {
         let script = dir.join("start.sh");
         assert!(
             script.is_file(),
-            "the oidc-provider peer is missing: no {} (set OIDC_PEER_DIR to the \
-             shared/peers/oidc-provider folder)",
+            "the oidc-provider harness is missing: no {} (it is \
+             tests/peers/oidc-provider in the repository; OIDC_PEER_DIR overrides it)",
             script.display()
         );
         let node = std::process::Command::new("node").arg("--version").output();
@@ -67,11 +68,14 @@ impl Peer {
             probe.local_addr().unwrap().port()
         };
         let workdir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peer-oidc-provider");
+        // The keys the harness registers are the ones `test_key` reads.
+        let test_data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
         let mut command = Command::new("bash");
         command
             .arg(script)
             .arg(port.to_string())
             .env("PEER_WORKDIR", &workdir)
+            .env("PEER_TEST_DATA", &test_data)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -156,16 +160,18 @@ async fn drain(
     }
 }
 
-/// A file of `shared/peers/test-keys` (keys registered with the peer, for
-/// tests only), next to the peer's folder.
+/// A file of `tests/data`: keys registered with the peer (`peer-pkjwt.*`),
+/// for tests only.
 pub fn test_key(name: &str) -> Vec<u8> {
-    let path = peer_dir().join("../test-keys").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn peer_dir() -> PathBuf {
     match std::env::var_os("OIDC_PEER_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/oidc-provider"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc-provider"),
     }
 }
