@@ -118,7 +118,8 @@ async fn peer_4_replicas_share_one_rotating_refresh_token_through_redis_for_5_li
     assert!((5..=8).contains(&refreshes), "{refreshes} refreshes");
     assert_eq!(rotations, refreshes);
     assert_eq!(
-        peer.log_lines("token ok refresh_token"),
+        peer.log_lines_at_least("token ok refresh_token", refreshes as usize)
+            .await,
         refreshes as usize,
         "{log}"
     );

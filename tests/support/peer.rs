@@ -131,6 +131,21 @@ impl Peer {
     pub fn log_lines(&self, needle: &str) -> usize {
         self.log().lines().filter(|l| l.contains(needle)).count()
     }
+
+    /// Lines of the log that contain `needle`, once there are at least
+    /// `expected` of them or 5 s of wall time have passed: the peer writes
+    /// its log line after its answer, so the last one can arrive after the
+    /// client has its response.
+    pub async fn log_lines_at_least(&self, needle: &str, expected: usize) -> usize {
+        let wall = std::time::Instant::now();
+        loop {
+            let seen = self.log_lines(needle);
+            if seen >= expected || wall.elapsed() > Duration::from_secs(5) {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for Peer {
