@@ -20,24 +20,29 @@
 //! The `plain` group sends a GET with no headers of its own; the
 //! `eight_headers` group a GET with eight headers (built per call too).
 //!
+//! After criterion's runs, an interleaved comparison runs each contender in
+//! turn, 21 times, and prints the medians and the ratios to
+//! `AddAuthorization` as a table (`cargo bench --bench hot_path --
+//! interleaved` runs only that).
+//!
 //! Run with `cargo bench --bench hot_path`; results are in BENCHMARKS.md.
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Uri};
 use http_body_util::Empty;
 use support::Noop;
 use tower::{Layer, Service, ServiceExt};
 use tower_bearer::reject::OnRejection;
-use tower_bearer::{AuthLayer, Token, TokenCache, source};
-use tower_http::auth::AddAuthorizationLayer;
-use tower_http::set_header::SetRequestHeaderLayer;
+use tower_bearer::{AuthLayer, AuthService, Token, TokenCache, source};
+use tower_http::auth::{AddAuthorization, AddAuthorizationLayer};
+use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
 
 /// An 800-byte token, as large identity providers issue (a JWT with a few
 /// claims and an RS256 signature).
@@ -49,14 +54,19 @@ fn token() -> String {
     token
 }
 
+/// The URI every request goes to, parsed once (as a client's base URL is);
+/// cloning it copies no bytes.
+static URI: LazyLock<Uri> =
+    LazyLock::new(|| Uri::from_static("https://api.example.com/v1/items?page=2"));
+
 fn plain() -> Request<Empty<Bytes>> {
     let mut req = Request::new(Empty::new());
-    *req.uri_mut() = Uri::from_static("https://api.example.com/v1/items?page=2");
+    *req.uri_mut() = URI.clone();
     req
 }
 
 fn eight_headers() -> Request<Empty<Bytes>> {
-    Request::get(Uri::from_static("https://api.example.com/v1/items?page=2"))
+    Request::get(URI.clone())
         .header("accept", "application/json")
         .header("accept-encoding", "gzip, br")
         .header("user-agent", "bench/1.0 (tower-bearer)")
@@ -114,35 +124,63 @@ where
     })
 }
 
-fn hot_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let token = token();
-    let cache = {
-        let token = token.clone();
-        TokenCache::new(source::from_fn(move |_| {
+/// The runtime, the cache and the contenders.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    bare: Noop,
+    add: AddAuthorization<Noop>,
+    set_static: SetRequestHeader<Noop, HeaderValue>,
+    auth_return: AuthService<Noop>,
+    auth_retry: AuthService<Noop>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let token = token();
+        let cache = {
             let token = token.clone();
-            async move { Ok(Token::new(token).with_expires_in(Duration::from_secs(24 * 3600))) }
-        }))
-    };
-    rt.block_on(cache.token()).unwrap();
+            TokenCache::new(source::from_fn(move |_| {
+                let token = token.clone();
+                async move { Ok(Token::new(token).with_expires_in(Duration::from_secs(24 * 3600))) }
+            }))
+        };
+        rt.block_on(cache.token()).unwrap();
+        let add = AddAuthorizationLayer::bearer(&token)
+            .as_sensitive(true)
+            .layer(Noop);
+        let header: &'static str = Box::leak(format!("Bearer {token}").into_boxed_str());
+        let mut value = HeaderValue::from_static(header);
+        value.set_sensitive(true);
+        let set_static = SetRequestHeaderLayer::overriding(AUTHORIZATION, value).layer(Noop);
+        let auth_return = AuthLayer::new(cache.clone())
+            .on_rejection(OnRejection::Return)
+            .layer(Noop);
+        let auth_retry = AuthLayer::new(cache).layer(Noop);
+        Setup {
+            rt,
+            bare: Noop,
+            add,
+            set_static,
+            auth_return,
+            auth_retry,
+        }
+    }
+}
 
-    let bare = Noop;
-    let add = AddAuthorizationLayer::bearer(&token)
-        .as_sensitive(true)
-        .layer(Noop);
-    let header: &'static str = Box::leak(format!("Bearer {token}").into_boxed_str());
-    let mut value = HeaderValue::from_static(header);
-    value.set_sensitive(true);
-    let set_static = SetRequestHeaderLayer::overriding(AUTHORIZATION, value).layer(Noop);
-    let auth_return = AuthLayer::new(cache.clone())
-        .on_rejection(OnRejection::Return)
-        .layer(Noop);
-    let auth_retry = AuthLayer::new(cache.clone()).layer(Noop);
-
+fn hot_path(c: &mut Criterion) {
+    let Setup {
+        rt,
+        bare,
+        add,
+        set_static,
+        auth_return,
+        auth_retry,
+    } = Setup::new();
     for (group, make) in [
         ("plain", plain as fn() -> _),
         ("eight_headers", eight_headers as fn() -> _),
@@ -175,8 +213,71 @@ fn hot_path(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5));
     targets = hot_path
 }
-criterion_main!(benches);
+
+/// The contenders of the interleaved comparison, in the order of the table.
+const CONTENDERS: [&str; 5] = [
+    "bare",
+    "add_authorization",
+    "set_header_static",
+    "auth_return",
+    "auth_retry_once",
+];
+
+/// Repetitions of the interleaved comparison, and calls per repetition.
+const REPETITIONS: usize = 21;
+const CALLS: u64 = 200_000;
+
+/// Each contender in turn, `REPETITIONS` times, at 1 and 2 threads: the
+/// median time per call, and the median of the per-repetition ratios to
+/// `add_authorization`. Interleaving keeps a drift of the machine (another
+/// tenant, the CPU's clock) from favouring whichever ran last.
+fn interleaved() {
+    let s = Setup::new();
+    println!();
+    println!("interleaved: medians of {REPETITIONS} repetitions of {CALLS} calls (plain GET)");
+    println!("| contender | 1 thread | × AddAuthorization | 2 threads | × AddAuthorization | 2T / 1T |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut times = [[[0f64; REPETITIONS]; 2]; CONTENDERS.len()];
+    for rep in 0..REPETITIONS {
+        for (threads_index, threads) in [1, 2].into_iter().enumerate() {
+            for (c, name) in CONTENDERS.iter().enumerate() {
+                let elapsed = match *name {
+                    "bare" => run(&s.rt, &s.bare, plain, threads, CALLS),
+                    "add_authorization" => run(&s.rt, &s.add, plain, threads, CALLS),
+                    "set_header_static" => run(&s.rt, &s.set_static, plain, threads, CALLS),
+                    "auth_return" => run(&s.rt, &s.auth_return, plain, threads, CALLS),
+                    _ => run(&s.rt, &s.auth_retry, plain, threads, CALLS),
+                };
+                times[c][threads_index][rep] = elapsed.as_nanos() as f64 / CALLS as f64;
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let floor = 1;
+    for (c, name) in CONTENDERS.iter().enumerate() {
+        let t1 = median(times[c][0].to_vec());
+        let t2 = median(times[c][1].to_vec());
+        let r1 = median((0..REPETITIONS).map(|r| times[c][0][r] / times[floor][0][r]).collect());
+        let r2 = median((0..REPETITIONS).map(|r| times[c][1][r] / times[floor][1][r]).collect());
+        let scaling = median((0..REPETITIONS).map(|r| times[c][1][r] / times[c][0][r]).collect());
+        println!("| `{name}` | {t1:.0} ns | {r1:.2} | {t2:.0} ns | {r2:.2} | {scaling:.2} |");
+    }
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref() != Some("interleaved") {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    if filter.is_none() || filter.as_deref() == Some("interleaved") {
+        interleaved();
+    }
+}

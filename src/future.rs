@@ -65,9 +65,12 @@ pub(crate) struct Sent<S, B, C> {
 /// The copy of a request kept for the one retry after a rejection, with a
 /// clone of the inner service to send it with.
 pub(crate) struct Replay<S, B> {
-    service: S,
+    // `Option`s only so that the box is made empty and filled in place
+    // (building it whole would copy it, buffer and all); both are always
+    // set by `capture`.
+    service: Option<S>,
+    body: Option<B>,
     head: Head,
-    body: B,
 }
 
 impl<S, B> Replay<S, B> {
@@ -77,17 +80,24 @@ impl<S, B> Replay<S, B> {
     #[inline]
     pub(crate) fn capture(service: S, req: &Request<B>, body: B) -> Box<Self> {
         let mut replay = Box::new(Replay {
-            service,
+            service: None,
+            body: None,
             head: Head {
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                version: req.version(),
-                extensions: req.extensions().clone(),
+                method: Method::GET,
+                uri: Uri::default(),
+                version: Version::default(),
+                extensions: Extensions::new(),
                 headers: HeaderCopy::empty(),
             },
-            body,
         });
-        replay.head.headers.fill(req.headers());
+        replay.service = Some(service);
+        replay.body = Some(body);
+        let head = &mut replay.head;
+        head.method = req.method().clone();
+        head.uri = req.uri().clone();
+        head.version = req.version();
+        head.extensions = req.extensions().clone();
+        head.headers.fill(req.headers());
         replay
     }
 }
@@ -268,54 +278,83 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let Some(sent) = this.sent.take() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    if sent
-                        .classify
-                        .classify(response.status(), response.headers())
-                        == Verdict::Accepted
-                    {
+                    let rejected = this.sent.as_ref().is_some_and(|sent| {
+                        sent.classify
+                            .classify(response.status(), response.headers())
+                            == Verdict::Rejected
+                    });
+                    if !rejected {
                         return Poll::Ready(Ok(response));
                     }
-                    // B6: invalidate the token we sent, and only that one.
-                    let Some(cache) = TokenCache::of(&sent.token) else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    cache.record_rejection();
-                    cache.invalidate_generation(sent.token.generation);
-                    let Some(replay) = sent.replay else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    let Replay {
-                        service,
-                        head,
-                        body,
-                    } = *replay;
-                    let fut = retry(
-                        response,
-                        service,
-                        head,
-                        body,
-                        cache,
-                        Rejected {
-                            generation: sent.token.generation,
-                            header: sent.token.header.clone(),
-                        },
-                        sent.classify,
-                    );
-                    this.state.set(State::Boxed { fut: Box::pin(fut) });
+                    match rejection(response, this.sent.take()) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(retry) => this.state.set(State::Boxed { fut: retry }),
+                    }
                 }
                 StateProj::Boxed { fut } => return fut.as_mut().poll(cx),
             }
         }
     }
+}
+
+/// A response that rejected the token a request was sent with (B6):
+/// invalidates that token, and returns the response, or the retry to
+/// await instead.
+#[cold]
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn rejection<S, B, C, ResB>(
+    response: Response<ResB>,
+    sent: Option<Sent<S, B, C>>,
+) -> Result<Response<ResB>, BoxFuture<'static, Result<Response<ResB>, BoxError>>>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Body + Send + 'static,
+{
+    let Some(sent) = sent else {
+        return Ok(response);
+    };
+    // B6: invalidate the token we sent, and only that one.
+    let Some(cache) = TokenCache::of(&sent.token) else {
+        return Ok(response);
+    };
+    cache.record_rejection();
+    cache.invalidate_generation(sent.token.generation);
+    let Some(replay) = sent.replay else {
+        return Ok(response);
+    };
+    let Replay {
+        service: Some(service),
+        body: Some(body),
+        head,
+    } = *replay
+    else {
+        return Ok(response);
+    };
+    let rejected = Rejected {
+        generation: sent.token.generation,
+        header: sent.token.header.clone(),
+    };
+    Err(Box::pin(retry(
+        response,
+        service,
+        head,
+        body,
+        cache,
+        rejected,
+        sent.classify,
+    )))
 }
 
 /// The token a rejection was for.

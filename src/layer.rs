@@ -71,6 +71,7 @@
 //! 1024 of them, so a burst of rejections could fail every request on it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, Entry};
@@ -79,6 +80,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::TryCloneBody;
+use crate::cache::read::Local;
 use crate::future::{self, ResponseFuture};
 use crate::reject::{Classify, OnRejection, Standard};
 use crate::{BoxError, TokenCache};
@@ -160,6 +162,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
         AuthService {
             inner,
             auth: self.clone(),
+            seen: Seen::default(),
         }
     }
 }
@@ -210,6 +213,20 @@ impl<C> fmt::Debug for AuthLayer<C> {
 pub struct AuthService<S, C = Standard> {
     inner: S,
     auth: AuthLayer<C>,
+    seen: Seen,
+}
+
+/// The token an [`AuthService`] read last (this thread's copy of it), so
+/// that its next call finds it without looking further while the cache's
+/// token is the same. A clone starts empty: clones may run on other
+/// threads, whose own copies they should use.
+#[derive(Default)]
+struct Seen(Option<Arc<Local>>);
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Seen(None)
+    }
 }
 
 impl<S> AuthService<S> {
@@ -266,18 +283,20 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.auth.call(&mut self.inner, req)
+        self.auth.call(&mut self.inner, &mut self.seen.0, req)
     }
 }
 
 impl<C: Classify> AuthLayer<C> {
     /// What [`AuthService::call`] does, with `inner` polled ready by the
     /// caller (also used by [`Routed`](crate::route::Routed), which holds
-    /// one inner service for several layers).
+    /// one inner service for several layers). `seen` is what the caller
+    /// read last.
     #[inline]
     pub(crate) fn call<S, B, ResB>(
         &self,
         inner: &mut S,
+        seen: &mut Option<Arc<Local>>,
         mut req: Request<B>,
     ) -> ResponseFuture<S, B, C>
     where
@@ -288,7 +307,7 @@ impl<C: Classify> AuthLayer<C> {
         ResB: http_body::Body + Send + 'static,
     {
         // B1: checked against the clock now; no lock, no allocation.
-        let Some(token) = self.cache.read() else {
+        let Some(token) = self.cache.read(seen) else {
             return self.call_without_token(inner, req);
         };
         // B7: a request that carries its own credentials is not ours. One

@@ -115,12 +115,10 @@ pub trait Classify: Clone + Send + Sync + 'static {
 pub struct Standard;
 
 impl Classify for Standard {
+    #[inline]
     fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
         if status == StatusCode::UNAUTHORIZED {
-            if bearer_error(headers).as_deref() == Some("insufficient_scope") {
-                return Verdict::Accepted;
-            }
-            return Verdict::Rejected;
+            return unauthorized(headers);
         }
         if !headers.is_empty()
             && headers
@@ -130,6 +128,16 @@ impl Classify for Standard {
             return Verdict::Rejected;
         }
         Verdict::Accepted
+    }
+}
+
+/// A 401: a rejection, unless its challenge asks for more scope.
+#[cold]
+fn unauthorized(headers: &HeaderMap) -> Verdict {
+    if bearer_error(headers).as_deref() == Some("insufficient_scope") {
+        Verdict::Accepted
+    } else {
+        Verdict::Rejected
     }
 }
 
@@ -155,6 +163,7 @@ impl Classify for Standard {
 pub struct StatusOnly;
 
 impl Classify for StatusOnly {
+    #[inline]
     fn classify(&self, status: StatusCode, _headers: &HeaderMap) -> Verdict {
         if status == StatusCode::UNAUTHORIZED {
             Verdict::Rejected

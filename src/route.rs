@@ -516,7 +516,7 @@ where
         // the auth layer's call needs (B10).
         RouteFuture {
             kind: Kind::Routed {
-                fut: route.auth.call(&mut self.inner, req),
+                fut: route.auth.call(&mut self.inner, &mut None, req),
             },
         }
     }

@@ -327,3 +327,71 @@ async fn b4_an_enormous_cooldown_is_a_long_wait_not_a_panic() {
     assert!(cache.token().await.unwrap_err().ptr_eq(&err));
     assert_eq!(tokens.requests(), 1);
 }
+
+/// A current-thread runtime built without its time driver: no tokio timer
+/// can be made on it (making one panics).
+fn runtime_without_time_driver() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn b4_a_runtime_without_a_time_driver_gets_one_token_and_keeps_using_it() {
+    // Without an attempt timeout a refresh needs no timer: the token is
+    // fetched once and used, on a runtime that has no time driver.
+    let servers = support::ServerRuntime::default();
+    let tokens = servers.start(support::token_server(3600));
+    let api = servers.start(api_server(|_| true));
+    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+        .no_attempt_timeout()
+        .build()
+        .unwrap();
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+    let rt = runtime_without_time_driver();
+    for _ in 0..10 {
+        let rsp = rt
+            .block_on(
+                client.clone().oneshot(
+                    Request::get(api.url("/"))
+                        .body(Full::<Bytes>::default())
+                        .unwrap(),
+                ),
+            )
+            .unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+    }
+    assert_eq!(tokens.requests(), 1);
+    assert_eq!(cache.stats().refresh_failures, 0);
+}
+
+#[test]
+fn b4_a_refresh_that_panics_counts_as_failed_and_the_cooldown_applies() {
+    // With the default attempt timeout, a refresh on a runtime without a
+    // time driver panics making its timer: a failed refresh like any
+    // other, whose cooldown keeps the next calls from trying again.
+    let servers = support::ServerRuntime::default();
+    let tokens = servers.start(support::token_server(3600));
+    let api = servers.start(api_server(|_| true));
+    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let client = AuthLayer::new(cache.clone()).layer(http_client());
+    let rt = runtime_without_time_driver();
+    for _ in 0..10 {
+        let err = rt
+            .block_on(
+                client.clone().oneshot(
+                    Request::get(api.url("/"))
+                        .body(Full::<Bytes>::default())
+                        .unwrap(),
+                ),
+            )
+            .unwrap_err();
+        let err = err.downcast_ref::<Error>().expect("a typed token error");
+        assert_eq!(err.kind(), ErrorKind::Interrupted);
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.token_requests, stats.refresh_failures), (1, 1));
+    assert_eq!(tokens.requests(), 0, "the panic came before the request");
+    assert_eq!(api.requests(), 0);
+}

@@ -16,7 +16,7 @@ use support::{
 use tokio::sync::Notify;
 use tower::{Layer, ServiceExt};
 
-use tower_bearer::{AuthLayer, Error, ErrorKind, Token, TokenCache, source};
+use tower_bearer::{AuthLayer, AuthService, Error, ErrorKind, Token, TokenCache, source};
 
 /// A token endpoint that holds every answer until the test opens the gate.
 async fn gated_token_server(gate: Arc<Notify>, expires_in: u64) -> TestServer {
@@ -219,4 +219,84 @@ async fn b3_a_panicking_source_fails_its_waiters_and_the_next_call_starts_again(
     let token = cache.token().await.unwrap();
     assert_eq!(token.access_token().secret(), "tok-after-panic");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn b3_a_refresh_stranded_on_an_idle_runtime_is_taken_over_within_the_attempt_timeout() {
+    const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+    // The servers run on a runtime of their own. The token endpoint never
+    // answers its second request: the refresh that sends it is stranded
+    // anyway, on a runtime nobody drives.
+    let servers = support::ServerRuntime::default();
+    let tokens = servers.start(TestServer::start(|n, _| async move {
+        if n == 2 {
+            std::future::pending::<()>().await;
+        }
+        token_json(&format!("tok-{n}"), 10)
+    }));
+    let api = servers.start(api_server(|_| true));
+    let cache = TokenCache::builder(http_source(
+        support::unpooled_client(),
+        tokens.url("/token"),
+    ))
+    .attempt_timeout(ATTEMPT_TIMEOUT)
+    .build()
+    .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let call = |client: AuthService<support::HttpClient>, url: String| async move {
+        let rsp = client
+            .oneshot(Request::get(url).body(Full::<Bytes>::default()).unwrap())
+            .await?;
+        Ok::<_, tower::BoxError>(read_response(rsp).await)
+    };
+
+    // Runtime A, a synchronous facade's: driven only inside `block_on`.
+    let a = runtime();
+    let _a_clock = a.block_on(FrozenClock::freeze());
+    let on_a = AuthLayer::new(cache.clone()).layer(support::unpooled_client());
+    a.block_on(call(on_a.clone(), api.url("/"))).unwrap();
+    // 8 s later the token is stale: the call is served at once, and starts
+    // a background refresh on A, which then sits idle.
+    a.block_on(async {
+        tokio::time::advance(Duration::from_secs(8)).await;
+        call(on_a.clone(), api.url("/")).await.unwrap();
+        // The refresh has sent its token request.
+        settle_until(|| cache.stats().token_requests == 2).await;
+    });
+
+    // Runtime B needs a token once the first has expired: it joins the
+    // refresh, hears nothing from it for the attempt timeout (by B's own
+    // clock), takes it over and gets a token.
+    let b = runtime();
+    let on_b = AuthLayer::new(cache.clone()).layer(support::unpooled_client());
+    let (status, body) = b.block_on(async {
+        let _clock = FrozenClock::freeze().await;
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let joined = tokio::spawn(call(on_b, api.url("/")));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!joined.is_finished(), "the caller waits for the refresh");
+        tokio::time::advance(ATTEMPT_TIMEOUT).await;
+        settle_until(|| joined.is_finished()).await;
+        joined.await.unwrap().unwrap()
+    });
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "tok-3"));
+    assert_eq!(cache.stats().token_requests, 3);
+
+    // B3 still holds: A's refresh was aborted, so driving A again sends
+    // nothing more and installs nothing.
+    a.block_on(async {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(cache.stats().token_requests, 3);
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-3"));
 }

@@ -350,8 +350,8 @@ impl TokenCache {
     /// The token a call may carry now (the per-request path, B1, B2), or
     /// `None` when it must wait for one.
     #[inline]
-    pub(crate) fn read(&self) -> Option<Arc<Local>> {
-        read::read(&self.shared)
+    pub(crate) fn read(&self, seen: &mut Option<Arc<Local>>) -> Option<Arc<Local>> {
+        read::read(&self.shared, seen)
     }
 
     /// The cache a per-request read came from, if it still exists.

@@ -43,6 +43,8 @@ use super::flight::Shared;
 /// A thread's copy of one published token: what a call attaches, and what
 /// its response future needs to report a rejection (B6).
 pub(crate) struct Local {
+    /// The version of the entry this was copied from.
+    version: u64,
     /// This thread's copy of the entry's header.
     pub(crate) header: HeaderValue,
     /// The generation of the token, for compare-and-swap invalidation.
@@ -81,29 +83,42 @@ thread_local! {
 
 /// The token a call may carry now, or `None` when it must wait for one
 /// (B1). Starts a background refresh when the token is stale (B2).
+///
+/// `seen` is the caller's own copy of what it read last (a service
+/// instance's): when the cache's version is still that one, the thread's
+/// copies are not even looked at.
 #[inline]
-pub(crate) fn read(shared: &Arc<Shared>) -> Option<Arc<Local>> {
+pub(crate) fn read(shared: &Arc<Shared>, seen: &mut Option<Arc<Local>>) -> Option<Arc<Local>> {
     let version = shared.published.version.load(Ordering::Acquire);
     let now = Instant::now();
-    let (local, stale) = COPIES
-        .try_with(|copies| {
-            let mut copies = copies.borrow_mut();
-            let local = match copies.find(version) {
-                Some(local) => local,
-                None => copies.copy(shared)?,
-            };
-            // B1: never past the usable end, by the clock, now.
-            if now >= local.usable_until {
-                return None;
-            }
-            Some((local.clone(), now >= local.stale_at))
-        })
-        // The thread is exiting: take the slow path.
-        .ok()??;
-    if stale {
+    let local = match seen {
+        Some(local) if local.version == version => local,
+        _ => seen.insert(thread_copy_of(shared, version)?),
+    };
+    // B1: never past the usable end, by the clock, now.
+    if now >= local.usable_until {
+        return None;
+    }
+    if now >= local.stale_at {
         shared.refresh_in_background(now);
     }
-    Some(local)
+    Some(local.clone())
+}
+
+/// This thread's copy of the cache's current token, made if needed.
+#[cold]
+#[inline(never)]
+fn thread_copy_of(shared: &Arc<Shared>, version: u64) -> Option<Arc<Local>> {
+    COPIES
+        .try_with(|copies| {
+            let mut copies = copies.borrow_mut();
+            if let Some(local) = copies.find(version) {
+                return Some(local.clone());
+            }
+            copies.copy(shared).cloned()
+        })
+        // The thread is exiting: take the slow path.
+        .ok()?
 }
 
 impl Slots {
@@ -153,6 +168,7 @@ impl Slots {
 impl Local {
     fn of(entry: &Entry, shared: &Arc<Shared>) -> Local {
         Local {
+            version: entry.version,
             header: thread_copy(&entry.header),
             generation: entry.generation,
             stale_at: entry.schedule.stale_at,

@@ -32,6 +32,40 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A hyper-util client that opens a connection per request and keeps none:
+/// for tests that use one client from several runtimes (a pooled
+/// connection belongs to the runtime that opened it, and is dead for the
+/// others when that runtime is not driven).
+pub fn unpooled_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+/// Servers on a runtime of their own, driven by its own thread, for tests
+/// whose clients run on runtimes that are not always driven.
+pub struct ServerRuntime {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Default for ServerRuntime {
+    fn default() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        ServerRuntime { runtime }
+    }
+}
+
+impl ServerRuntime {
+    /// Starts a server on this runtime.
+    pub fn start<T>(&self, server: impl Future<Output = T>) -> T {
+        self.runtime.block_on(server)
+    }
+}
+
 /// Reads a response whole, as a well-behaved client does, and returns its
 /// status and body text.
 ///
