@@ -5,7 +5,7 @@
 //!
 //! One run measures, per call (request in, response out, future polled to
 //! completion; building the request is outside the timing), `AuthService`
-//! with a fresh cached token and `OnRejection::Return`:
+//! with a fresh cached token and `Return`:
 //!
 //! * `no_store`: a cache without a store, the baseline;
 //! * `memory_store`, `file_store`: the same cache over a `MemoryStore` and
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use tower::Layer;
-use tower_bearer::reject::OnRejection;
+use tower_bearer::reject::Return;
 use tower_bearer::store::{FileStore, MemoryStore, StoreKey, TokenStore};
 use tower_bearer::{AuthLayer, Token, TokenCache, source};
 
@@ -79,9 +79,7 @@ fn store_hot_path(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("store_hot_path");
     for (name, cache) in caches.drain(..) {
-        let mut auth = AuthLayer::new(cache)
-            .on_rejection(OnRejection::Return)
-            .layer(Noop);
+        let mut auth = AuthLayer::new(cache).on_rejection(Return).layer(Noop);
         group.bench_function(name, |b| {
             b.iter_batched(request, |req| call(&mut auth, req), BatchSize::SmallInput)
         });

@@ -13,15 +13,15 @@
 //!   sensitive header value): the floor for a layer that attaches a token;
 //! * `set_header_static`: tower-http's `SetRequestHeader` with a `'static`
 //!   header value (no reference count at all);
-//! * `auth_return`: `AuthService` with `OnRejection::Return`;
+//! * `auth_return`: `AuthService` with `Return`;
 //! * `auth_retry_once`: `AuthService` with the default
-//!   `OnRejection::RetryOnce` (a copy of the request kept for the retry).
+//!   `RetryOnce` (a copy of the request kept for the retry).
 //!
 //! The `plain` group sends a GET with no headers of its own; the
 //! `eight_headers` group a GET with eight headers (built per call too).
 //!
 //! After criterion's runs, an interleaved comparison runs each contender in
-//! turn, 21 times, and prints the medians and the ratios to
+//! turn, 31 times, and prints the medians and the ratios to
 //! `AddAuthorization` as a table (`cargo bench --bench hot_path --
 //! interleaved` runs only that).
 //!
@@ -39,7 +39,7 @@ use http::{HeaderValue, Request, Uri};
 use http_body_util::Empty;
 use support::Noop;
 use tower::{Layer, Service, ServiceExt};
-use tower_bearer::reject::OnRejection;
+use tower_bearer::reject::{Return, Standard};
 use tower_bearer::{AuthLayer, AuthService, Token, TokenCache, source};
 use tower_http::auth::{AddAuthorization, AddAuthorizationLayer};
 use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
@@ -130,7 +130,7 @@ struct Setup {
     bare: Noop,
     add: AddAuthorization<Noop>,
     set_static: SetRequestHeader<Noop, HeaderValue>,
-    auth_return: AuthService<Noop>,
+    auth_return: AuthService<Noop, Standard, Return>,
     auth_retry: AuthService<Noop>,
 }
 
@@ -158,7 +158,7 @@ impl Setup {
         value.set_sensitive(true);
         let set_static = SetRequestHeaderLayer::overriding(AUTHORIZATION, value).layer(Noop);
         let auth_return = AuthLayer::new(cache.clone())
-            .on_rejection(OnRejection::Return)
+            .on_rejection(Return)
             .layer(Noop);
         let auth_retry = AuthLayer::new(cache).layer(Noop);
         Setup {
@@ -228,7 +228,7 @@ const CONTENDERS: [&str; 5] = [
 ];
 
 /// Repetitions of the interleaved comparison, and calls per repetition.
-const REPETITIONS: usize = 21;
+const REPETITIONS: usize = 31;
 const CALLS: u64 = 200_000;
 
 /// Each contender in turn, `REPETITIONS` times, at 1 and 2 threads: the
@@ -239,11 +239,14 @@ fn interleaved() {
     let s = Setup::new();
     println!();
     println!("interleaved: medians of {REPETITIONS} repetitions of {CALLS} calls (plain GET)");
-    println!("| contender | 1 thread | × AddAuthorization | 2 threads | × AddAuthorization | 2T / 1T |");
+    println!(
+        "| contender | 1 thread | × AddAuthorization | 2 threads | × AddAuthorization | 2T / 1T |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    let mut times = [[[0f64; REPETITIONS]; 2]; CONTENDERS.len()];
-    for rep in 0..REPETITIONS {
-        for (threads_index, threads) in [1, 2].into_iter().enumerate() {
+    // times[contender][threads - 1][repetition], in ns per call.
+    let mut times = vec![[Vec::new(), Vec::new()]; CONTENDERS.len()];
+    for _ in 0..REPETITIONS {
+        for threads in [1, 2] {
             for (c, name) in CONTENDERS.iter().enumerate() {
                 let elapsed = match *name {
                     "bare" => run(&s.rt, &s.bare, plain, threads, CALLS),
@@ -252,7 +255,7 @@ fn interleaved() {
                     "auth_return" => run(&s.rt, &s.auth_return, plain, threads, CALLS),
                     _ => run(&s.rt, &s.auth_retry, plain, threads, CALLS),
                 };
-                times[c][threads_index][rep] = elapsed.as_nanos() as f64 / CALLS as f64;
+                times[c][threads - 1].push(elapsed.as_nanos() as f64 / CALLS as f64);
             }
         }
     }
@@ -264,9 +267,21 @@ fn interleaved() {
     for (c, name) in CONTENDERS.iter().enumerate() {
         let t1 = median(times[c][0].to_vec());
         let t2 = median(times[c][1].to_vec());
-        let r1 = median((0..REPETITIONS).map(|r| times[c][0][r] / times[floor][0][r]).collect());
-        let r2 = median((0..REPETITIONS).map(|r| times[c][1][r] / times[floor][1][r]).collect());
-        let scaling = median((0..REPETITIONS).map(|r| times[c][1][r] / times[c][0][r]).collect());
+        let r1 = median(
+            (0..REPETITIONS)
+                .map(|r| times[c][0][r] / times[floor][0][r])
+                .collect(),
+        );
+        let r2 = median(
+            (0..REPETITIONS)
+                .map(|r| times[c][1][r] / times[floor][1][r])
+                .collect(),
+        );
+        let scaling = median(
+            (0..REPETITIONS)
+                .map(|r| times[c][1][r] / times[c][0][r])
+                .collect(),
+        );
         println!("| `{name}` | {t1:.0} ns | {r1:.2} | {t2:.0} ns | {r2:.2} | {scaling:.2} |");
     }
 }

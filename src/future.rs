@@ -23,21 +23,22 @@ use tower_service::Service;
 
 use crate::body::TryCloneBody;
 use crate::cache::read::Local;
-use crate::reject::{Classify, OnRejection, Verdict};
+use crate::reject::{Classify, OnRejection, RetryOnce, Verdict};
 use crate::source::BoxFuture;
 use crate::{BoxError, TokenCache};
 
 pin_project! {
     /// Response future for [`AuthService`](crate::AuthService).
-    pub struct ResponseFuture<S, B, C>
+    pub struct ResponseFuture<S, B, C, R = RetryOnce>
     where
         S: Service<Request<B>>,
+        R: OnRejection,
     {
         #[pin]
         state: State<S::Future, S::Response>,
         // What the `Calling` state needs once the response is in; `None` for
         // requests that carried their own `Authorization`.
-        sent: Option<Sent<S, B, C>>,
+        sent: Option<Sent<S, B, C, R>>,
     }
 }
 
@@ -52,54 +53,78 @@ pin_project! {
 }
 
 /// What a request sent with a cached token needs to handle a rejection.
-pub(crate) struct Sent<S, B, C> {
+pub(crate) struct Sent<S, B, C, R: OnRejection> {
     /// The token the request carried (this thread's copy of it).
     pub(crate) token: Arc<Local>,
     pub(crate) classify: C,
-    /// A service (polled ready only when needed) and a copy of the request,
-    /// for the one retry, in one allocation; `None` when the body cannot be
-    /// replayed or retries are off.
-    pub(crate) replay: Option<Box<Replay<S, B>>>,
+    /// With [`RetryOnce`], a service (polled ready only when needed) and a
+    /// copy of the request for the one retry; `None` when the body cannot
+    /// be replayed. Nothing with [`Return`](crate::reject::Return).
+    pub(crate) replay: R::Copy<S, B>,
+}
+
+/// Where a response future keeps the copy of a request for the retry:
+/// [`Replay`] with [`RetryOnce`], [`NoCopy`] with
+/// [`Return`](crate::reject::Return). Not for use outside this crate.
+#[doc(hidden)]
+pub trait Slot<S, B>: Sized {
+    /// Takes the copy, before the request is sent.
+    #[doc(hidden)]
+    fn capture(inner: &S, req: &Request<B>) -> Self
+    where
+        S: Clone,
+        B: TryCloneBody;
+
+    /// The copy, after a rejection.
+    #[doc(hidden)]
+    fn into_replay(self) -> Option<Replay<S, B>>;
+}
+
+/// No copy: [`Return`](crate::reject::Return) never retries. Not for use
+/// outside this crate.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct NoCopy;
+
+impl<S, B> Slot<S, B> for NoCopy {
+    #[inline]
+    fn capture(_: &S, _: &Request<B>) -> Self {
+        NoCopy
+    }
+
+    fn into_replay(self) -> Option<Replay<S, B>> {
+        None
+    }
+}
+
+impl<S, B> Slot<S, B> for Option<Replay<S, B>> {
+    #[inline]
+    fn capture(inner: &S, req: &Request<B>) -> Self
+    where
+        S: Clone,
+        B: TryCloneBody,
+    {
+        let body = req.body().try_clone_body()?;
+        Some(Replay {
+            service: inner.clone(),
+            head: Head::of(req),
+            body,
+        })
+    }
+
+    fn into_replay(self) -> Option<Replay<S, B>> {
+        self
+    }
 }
 
 /// The copy of a request kept for the one retry after a rejection, with a
-/// clone of the inner service to send it with.
-pub(crate) struct Replay<S, B> {
-    // `Option`s only so that the box is made empty and filled in place
-    // (building it whole would copy it, buffer and all); both are always
-    // set by `capture`.
-    service: Option<S>,
-    body: Option<B>,
+/// clone of the inner service to send it with. Not for use outside this
+/// crate.
+#[doc(hidden)]
+pub struct Replay<S, B> {
+    service: S,
     head: Head,
-}
-
-impl<S, B> Replay<S, B> {
-    /// Copies `req` around `body` (a copy of its body), with `service`.
-    /// One allocation: the box, whose header buffer holds the request's
-    /// headers when they fit (see [`HeaderCopy`]).
-    #[inline]
-    pub(crate) fn capture(service: S, req: &Request<B>, body: B) -> Box<Self> {
-        let mut replay = Box::new(Replay {
-            service: None,
-            body: None,
-            head: Head {
-                method: Method::GET,
-                uri: Uri::default(),
-                version: Version::default(),
-                extensions: Extensions::new(),
-                headers: HeaderCopy::empty(),
-            },
-        });
-        replay.service = Some(service);
-        replay.body = Some(body);
-        let head = &mut replay.head;
-        head.method = req.method().clone();
-        head.uri = req.uri().clone();
-        head.version = req.version();
-        head.extensions = req.extensions().clone();
-        head.headers.fill(req.headers());
-        replay
-    }
+    body: B,
 }
 
 /// A request without its body: method, URI, version, extensions and
@@ -109,19 +134,18 @@ struct Head {
     uri: Uri,
     version: Version,
     extensions: Extensions,
-    headers: HeaderCopy,
+    headers: HeaderBytes,
 }
 
 impl Head {
+    #[inline]
     fn of<B>(req: &Request<B>) -> Head {
-        let mut headers = HeaderCopy::empty();
-        headers.fill(req.headers());
         Head {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             extensions: req.extensions().clone(),
-            headers,
+            headers: HeaderBytes::of(req.headers()),
         }
     }
 
@@ -141,91 +165,67 @@ impl Head {
     }
 }
 
-/// The bytes of a request's headers for the retry. A retry is rare; the
+/// The bytes of a request's headers, for the retry. A retry is rare; the
 /// copy is taken for every replayable request. Cloning the `HeaderMap`
-/// would allocate its tables, and cloning a header value built from a
-/// string moves its bytes to shared storage, another allocation per value;
-/// copying the bytes into a buffer inside the retry's box allocates
-/// nothing more. Headers that do not fit are cloned as a map instead.
+/// would allocate its two tables, and cloning a header value built from a
+/// string moves its bytes to shared storage, an allocation per value;
+/// copying the bytes into one buffer of the exact size allocates once, and
+/// not at all for a request without headers.
 ///
-/// The `Authorization` the request carries is ours and is not copied: the
-/// retry carries the new token.
-// The large variant is the point: it lives inside the retry's one box.
-#[allow(clippy::large_enum_variant)]
-enum HeaderCopy {
-    /// Per value: name length (1 byte), value length (2 bytes, little
-    /// endian), sensitive flag (1 byte), the name, the value.
-    Inline {
-        len: usize,
-        bytes: [u8; HEADER_BYTES],
-    },
-    Map(HeaderMap),
-}
+/// Per value: the name's length (2 bytes) and the value's (4 bytes), little
+/// endian, a sensitive flag (1 byte), the name, the value. The
+/// `Authorization` the request carries is ours and is not copied: the retry
+/// carries the new token.
+struct HeaderBytes(Vec<u8>);
 
-/// The buffer for a request's headers in the retry copy: room for a dozen
-/// typical headers (accept, user-agent, a trace context, an id or two).
-const HEADER_BYTES: usize = 512;
+/// Bytes per header value besides the name and the value.
+const PER_VALUE: usize = 7;
 
-impl HeaderCopy {
+impl HeaderBytes {
     #[inline]
-    fn empty() -> Self {
-        HeaderCopy::Inline {
-            len: 0,
-            bytes: [0; HEADER_BYTES],
+    fn of(headers: &HeaderMap) -> Self {
+        let len: usize = headers
+            .iter()
+            .filter(|(name, _)| *name != AUTHORIZATION)
+            .map(|(name, value)| PER_VALUE + name.as_str().len() + value.len())
+            .sum();
+        if len == 0 {
+            return HeaderBytes(Vec::new());
         }
-    }
-
-    #[inline]
-    fn fill(&mut self, headers: &HeaderMap) {
-        let HeaderCopy::Inline { len, bytes } = self else {
-            return;
-        };
+        let mut bytes = Vec::with_capacity(len);
         for (name, value) in headers {
             if name == AUTHORIZATION {
                 continue;
             }
+            // Names are far shorter than 64 KiB, values than 4 GiB (hyper
+            // refuses a head of more than a few hundred KiB); a record
+            // that says otherwise is cut, fails to parse, and the retry is
+            // not sent.
             let name = name.as_str().as_bytes();
-            let value_bytes = value.as_bytes();
-            let end = *len + 4 + name.len() + value_bytes.len();
-            let (Ok(name_len), Ok(value_len)) =
-                (u8::try_from(name.len()), u16::try_from(value_bytes.len()))
-            else {
-                return self.spill(headers);
-            };
-            if end > HEADER_BYTES {
-                return self.spill(headers);
-            }
-            let at = *len;
-            bytes[at] = name_len;
-            bytes[at + 1..at + 3].copy_from_slice(&value_len.to_le_bytes());
-            bytes[at + 3] = u8::from(value.is_sensitive());
-            let name_at = at + 4;
-            bytes[name_at..name_at + name.len()].copy_from_slice(name);
-            let value_at = name_at + name.len();
-            bytes[value_at..end].copy_from_slice(value_bytes);
-            *len = end;
+            let name = &name[..name.len().min(usize::from(u16::MAX))];
+            let sensitive = value.is_sensitive();
+            let value = value.as_bytes();
+            let value = &value[..value.len().min(u32::MAX as usize)];
+            bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            bytes.push(u8::from(sensitive));
+            bytes.extend_from_slice(name);
+            bytes.extend_from_slice(value);
         }
-    }
-
-    #[cold]
-    fn spill(&mut self, headers: &HeaderMap) {
-        let mut map = headers.clone();
-        map.remove(AUTHORIZATION);
-        *self = HeaderCopy::Map(map);
+        HeaderBytes(bytes)
     }
 
     fn into_map(self) -> Option<HeaderMap> {
-        let (len, bytes) = match self {
-            HeaderCopy::Map(map) => return Some(map),
-            HeaderCopy::Inline { len, bytes } => (len, bytes),
-        };
+        let bytes = self.0;
         let mut map = HeaderMap::new();
         let mut at = 0;
-        while at < len {
-            let name_len = usize::from(bytes[at]);
-            let value_len = usize::from(u16::from_le_bytes([bytes[at + 1], bytes[at + 2]]));
-            let sensitive = bytes[at + 3] == 1;
-            let name_at = at + 4;
+        while at < bytes.len() {
+            let meta = bytes.get(at..at + PER_VALUE)?;
+            let name_len = usize::from(u16::from_le_bytes([meta[0], meta[1]]));
+            let value_len =
+                usize::try_from(u32::from_le_bytes([meta[2], meta[3], meta[4], meta[5]])).ok()?;
+            let sensitive = meta[6] == 1;
+            let name_at = at + PER_VALUE;
             let value_at = name_at + name_len;
             let end = value_at + value_len;
             let name = HeaderName::from_bytes(bytes.get(name_at..value_at)?).ok()?;
@@ -238,9 +238,10 @@ impl HeaderCopy {
     }
 }
 
-impl<S, B, C> ResponseFuture<S, B, C>
+impl<S, B, C, R> ResponseFuture<S, B, C, R>
 where
     S: Service<Request<B>>,
+    R: OnRejection,
 {
     pub(crate) fn passthrough(fut: S::Future) -> Self {
         ResponseFuture {
@@ -250,7 +251,7 @@ where
     }
 
     #[inline]
-    pub(crate) fn sent(fut: S::Future, sent: Sent<S, B, C>) -> Self {
+    pub(crate) fn sent(fut: S::Future, sent: Sent<S, B, C, R>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             sent: Some(sent),
@@ -267,8 +268,9 @@ where
     }
 }
 
-impl<S, B, C, ResB> Future for ResponseFuture<S, B, C>
+impl<S, B, C, R, ResB> Future for ResponseFuture<S, B, C, R>
 where
+    R: OnRejection,
     S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -310,11 +312,12 @@ where
 #[cold]
 #[inline(never)]
 #[allow(clippy::type_complexity)]
-fn rejection<S, B, C, ResB>(
+fn rejection<S, B, C, R, ResB>(
     response: Response<ResB>,
-    sent: Option<Sent<S, B, C>>,
+    sent: Option<Sent<S, B, C, R>>,
 ) -> Result<Response<ResB>, BoxFuture<'static, Result<Response<ResB>, BoxError>>>
 where
+    R: OnRejection,
     S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -331,14 +334,11 @@ where
     };
     cache.record_rejection();
     cache.invalidate_generation(sent.token.generation);
-    let Some(replay) = sent.replay else {
-        return Ok(response);
-    };
-    let Replay {
-        service: Some(service),
-        body: Some(body),
+    let Some(Replay {
+        service,
         head,
-    } = *replay
+        body,
+    }) = sent.replay.into_replay()
     else {
         return Ok(response);
     };
@@ -365,27 +365,27 @@ struct Rejected {
 
 /// The slow path: wait for a token, then send. `service` is a clone of the
 /// inner service, polled ready only once the token is there.
-pub(crate) async fn acquire_then_call<S, B, C, ResB>(
+pub(crate) async fn acquire_then_call<S, B, C, R, ResB>(
     mut service: S,
     mut req: Request<B>,
     cache: TokenCache,
     classify: C,
-    on_rejection: OnRejection,
 ) -> Result<Response<ResB>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     C: Classify,
+    R: OnRejection,
     B: TryCloneBody,
     ResB: Body + Send + 'static,
 {
     let current = cache.acquire(None).await?;
-    let replay = match on_rejection {
-        OnRejection::RetryOnce => req
+    let replay = match R::RETRIES {
+        true => req
             .body()
             .try_clone_body()
             .map(|body| (Head::of(&req), body)),
-        OnRejection::Return => None,
+        false => None,
     };
     req.headers_mut()
         .insert(AUTHORIZATION, current.header.clone());
@@ -528,56 +528,53 @@ where
 mod tests {
     use super::*;
 
+    fn copy<B>(req: &Request<B>, body: B) -> Request<B> {
+        Head::of(req)
+            .into_request(body, HeaderValue::from_static("Bearer new"))
+            .unwrap()
+    }
+
     #[test]
     fn the_retry_copy_keeps_every_header_but_ours_with_its_sensitivity() {
         let mut secret = HeaderValue::from_static("s3cr3t");
         secret.set_sensitive(true);
+        let long = "v".repeat(70_000);
         let req = Request::post("https://api.example/v1?x=1")
             .header("accept", "application/json")
             .header("x-multi", "a")
             .header("x-multi", "b")
             .header("x-api-key", secret)
+            .header("x-long", long.as_str())
             .header(AUTHORIZATION, "Bearer old")
             .extension(7u32)
+            .version(Version::HTTP_2)
             .body(())
             .unwrap();
-        let head = Head::of(&req);
-        assert!(matches!(head.headers, HeaderCopy::Inline { .. }));
-        let copy = head
-            .into_request((), HeaderValue::from_static("Bearer new"))
-            .unwrap();
+        let copy = copy(&req, ());
         assert_eq!(copy.method(), Method::POST);
         assert_eq!(copy.uri(), req.uri());
+        assert_eq!(copy.version(), Version::HTTP_2);
         assert_eq!(copy.extensions().get::<u32>(), Some(&7));
         assert_eq!(copy.headers()["accept"], "application/json");
         let multi: Vec<_> = copy.headers().get_all("x-multi").iter().collect();
         assert_eq!(multi, ["a", "b"]);
         assert!(copy.headers()["x-api-key"].is_sensitive());
         assert!(!copy.headers()["accept"].is_sensitive());
+        assert_eq!(copy.headers()["x-long"], long.as_str());
         let auth: Vec<_> = copy.headers().get_all(AUTHORIZATION).iter().collect();
         assert_eq!(auth, ["Bearer new"]);
+        assert_eq!(copy.headers().len(), 6);
     }
 
     #[test]
-    fn headers_too_large_for_the_buffer_are_kept_as_a_map() {
-        let big = "x".repeat(HEADER_BYTES);
-        let long_name = "n".repeat(300);
-        for (name, value) in [("x-big", big.as_str()), (long_name.as_str(), "v")] {
-            let req = Request::get("/")
-                .header("accept", "*/*")
-                .header(name, value)
-                .header(AUTHORIZATION, "Bearer old")
-                .body(())
-                .unwrap();
-            let head = Head::of(&req);
-            assert!(matches!(head.headers, HeaderCopy::Map(_)));
-            let copy = head
-                .into_request((), HeaderValue::from_static("Bearer new"))
-                .unwrap();
-            assert_eq!(copy.headers()[name], value);
-            assert_eq!(copy.headers()["accept"], "*/*");
-            assert_eq!(copy.headers()[AUTHORIZATION], "Bearer new");
-            assert_eq!(copy.headers().len(), 3);
-        }
+    fn a_request_with_no_headers_but_ours_copies_without_allocating() {
+        let req = Request::get("/")
+            .header(AUTHORIZATION, "Bearer old")
+            .body(())
+            .unwrap();
+        assert_eq!(HeaderBytes::of(req.headers()).0.capacity(), 0);
+        let req = Request::get("/").body(()).unwrap();
+        assert_eq!(HeaderBytes::of(req.headers()).0.capacity(), 0);
+        assert_eq!(copy(&req, ()).headers().len(), 1);
     }
 }

@@ -81,8 +81,9 @@ use tower_service::Service;
 
 use crate::body::TryCloneBody;
 use crate::cache::read::Local;
+use crate::future::Slot;
 use crate::future::{self, ResponseFuture};
-use crate::reject::{Classify, OnRejection, Standard};
+use crate::reject::{Classify, OnRejection, RetryOnce, Standard};
 use crate::{BoxError, TokenCache};
 
 /// Applies [`AuthService`] to a service: a layer over one [`TokenCache`].
@@ -96,13 +97,13 @@ use crate::{BoxError, TokenCache};
 /// ```
 /// use std::time::Duration;
 /// use tower::ServiceBuilder;
-/// use tower_bearer::{reject::OnRejection, source::StaticToken, AuthLayer, TokenCache};
+/// use tower_bearer::{reject::Return, source::StaticToken, AuthLayer, TokenCache};
 ///
 /// let cache = TokenCache::new(StaticToken::new("t0k3n"));
 /// // Two layers over one cache share its token; this one returns rejections
 /// // to the caller instead of retrying them.
 /// let retrying = AuthLayer::new(cache.clone());
-/// let returning = AuthLayer::new(cache).on_rejection(OnRejection::Return);
+/// let returning = AuthLayer::new(cache).on_rejection(Return);
 ///
 /// # let client = tower::service_fn(|_: http::Request<String>| async {
 /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
@@ -115,27 +116,27 @@ use crate::{BoxError, TokenCache};
 /// # drop((api, returning));
 /// ```
 #[derive(Clone)]
-pub struct AuthLayer<C = Standard> {
+pub struct AuthLayer<C = Standard, R = RetryOnce> {
     cache: TokenCache,
     classify: C,
-    on_rejection: OnRejection,
+    on_rejection: R,
 }
 
 impl AuthLayer {
     /// A layer that attaches tokens from `cache`, with the [`Standard`]
-    /// rejection rules and [`OnRejection::RetryOnce`].
+    /// rejection rules and [`RetryOnce`].
     pub fn new(cache: TokenCache) -> Self {
         AuthLayer {
             cache,
             classify: Standard,
-            on_rejection: OnRejection::RetryOnce,
+            on_rejection: RetryOnce,
         }
     }
 }
 
-impl<C> AuthLayer<C> {
+impl<C, R> AuthLayer<C, R> {
     /// Replaces the rules that decide whether a response rejected its token.
-    pub fn classify<C2: Classify>(self, classify: C2) -> AuthLayer<C2> {
+    pub fn classify<C2: Classify>(self, classify: C2) -> AuthLayer<C2, R> {
         AuthLayer {
             cache: self.cache,
             classify,
@@ -143,10 +144,14 @@ impl<C> AuthLayer<C> {
         }
     }
 
-    /// What to do after a rejection (default: retry once).
-    pub fn on_rejection(mut self, on_rejection: OnRejection) -> Self {
-        self.on_rejection = on_rejection;
-        self
+    /// What to do after a rejection: [`RetryOnce`] (the default) or
+    /// [`Return`](crate::reject::Return).
+    pub fn on_rejection<R2: OnRejection>(self, on_rejection: R2) -> AuthLayer<C, R2> {
+        AuthLayer {
+            cache: self.cache,
+            classify: self.classify,
+            on_rejection,
+        }
     }
 
     /// The cache this layer takes its tokens from.
@@ -155,8 +160,8 @@ impl<C> AuthLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for AuthLayer<C> {
-    type Service = AuthService<S, C>;
+impl<S, C: Clone, R: Clone> Layer<S> for AuthLayer<C, R> {
+    type Service = AuthService<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
@@ -167,7 +172,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
     }
 }
 
-impl<C> fmt::Debug for AuthLayer<C> {
+impl<C, R: fmt::Debug> fmt::Debug for AuthLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
             .field("cache", &self.cache)
@@ -210,9 +215,9 @@ impl<C> fmt::Debug for AuthLayer<C> {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct AuthService<S, C = Standard> {
+pub struct AuthService<S, C = Standard, R = RetryOnce> {
     inner: S,
-    auth: AuthLayer<C>,
+    auth: AuthLayer<C, R>,
     seen: Seen,
 }
 
@@ -241,7 +246,7 @@ impl<S> AuthService<S> {
     }
 }
 
-impl<S, C> AuthService<S, C> {
+impl<S, C, R> AuthService<S, C, R> {
     define_inner_service_accessors!();
 
     /// The cache this service takes its tokens from.
@@ -250,7 +255,7 @@ impl<S, C> AuthService<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for AuthService<S, C> {
+impl<S: fmt::Debug, C, R: fmt::Debug> fmt::Debug for AuthService<S, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthService")
             .field("inner", &self.inner)
@@ -260,18 +265,19 @@ impl<S: fmt::Debug, C> fmt::Debug for AuthService<S, C> {
     }
 }
 
-impl<S, C, B, ResB> Service<Request<B>> for AuthService<S, C>
+impl<S, C, R, B, ResB> Service<Request<B>> for AuthService<S, C, R>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     C: Classify,
+    R: OnRejection,
     B: TryCloneBody + Send + 'static,
     ResB: http_body::Body + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B, C>;
+    type Future = ResponseFuture<S, B, C, R>;
 
     #[inline]
     fn poll_ready(
@@ -287,7 +293,7 @@ where
     }
 }
 
-impl<C: Classify> AuthLayer<C> {
+impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
     /// What [`AuthService::call`] does, with `inner` polled ready by the
     /// caller (also used by [`Routed`](crate::route::Routed), which holds
     /// one inner service for several layers). `seen` is what the caller
@@ -298,7 +304,7 @@ impl<C: Classify> AuthLayer<C> {
         inner: &mut S,
         seen: &mut Option<Arc<Local>>,
         mut req: Request<B>,
-    ) -> ResponseFuture<S, B, C>
+    ) -> ResponseFuture<S, B, C, R>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -321,13 +327,7 @@ impl<C: Classify> AuthLayer<C> {
             return ResponseFuture::passthrough(inner.call(req));
         }
         // The copy for the one retry, taken before the body is sent.
-        let replay = match self.on_rejection {
-            OnRejection::RetryOnce => req
-                .body()
-                .try_clone_body()
-                .map(|body| future::Replay::capture(inner.clone(), &req, body)),
-            OnRejection::Return => None,
-        };
+        let replay = R::Copy::capture(inner, &req);
         // `inner` was polled ready; use it, and leave it in place.
         let fut = inner.call(req);
         ResponseFuture::sent(
@@ -348,7 +348,7 @@ impl<C: Classify> AuthLayer<C> {
         &self,
         inner: &mut S,
         req: Request<B>,
-    ) -> ResponseFuture<S, B, C>
+    ) -> ResponseFuture<S, B, C, R>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -369,12 +369,11 @@ impl<C: Classify> AuthLayer<C> {
         // reservations can starve each other's clones (a tonic `Channel`
         // with a small buffer deadlocks).
         drop(std::mem::replace(inner, clone.clone()));
-        ResponseFuture::acquiring(future::acquire_then_call(
+        ResponseFuture::acquiring(future::acquire_then_call::<_, _, _, R, _>(
             clone,
             req,
             self.cache.clone(),
             self.classify.clone(),
-            self.on_rejection,
         ))
     }
 }

@@ -4,7 +4,7 @@
 //! is not good (B6): HTTP 401, or a gRPC response with `grpc-status: 16`
 //! (UNAUTHENTICATED) in its headers, the trailers-only form gRPC servers use
 //! for errors. A rejection invalidates that token in the cache and, with the
-//! default [`OnRejection::RetryOnce`], the request is sent once more with a
+//! default [`RetryOnce`], the request is sent once more with a
 //! new token when its body can be replayed.
 //!
 //! 403 is not a rejection: the token is valid but not allowed, and a new one
@@ -29,6 +29,8 @@
 //! });
 //! # drop(layer);
 //! ```
+
+use std::fmt;
 
 use http::{HeaderMap, HeaderName, StatusCode, header::WWW_AUTHENTICATE};
 
@@ -183,34 +185,85 @@ where
 }
 
 /// What [`AuthService`](crate::AuthService) does after a rejection, besides
-/// invalidating the token.
+/// invalidating the token: [`RetryOnce`] (the default) or [`Return`].
+///
+/// A type rather than a value, so that each choice gets the response
+/// future it needs: [`Return`]'s keeps no room for a copy of the request,
+/// [`RetryOnce`]'s keeps the copy inline instead of in a box of its own.
+/// Implemented by those two types only.
 ///
 /// # Example
 ///
 /// ```
-/// use tower_bearer::{reject::OnRejection, source::StaticToken, AuthLayer, TokenCache};
+/// use tower_bearer::reject::{OnRejection, Return, RetryOnce};
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
 ///
 /// // Let the caller (or an outer retry layer) see every 401; the rejected
 /// // token is still invalidated, so the next request gets a new one.
 /// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k")))
-///     .on_rejection(OnRejection::Return);
+///     .on_rejection(Return);
 /// # drop(layer);
-/// assert_eq!(OnRejection::default(), OnRejection::RetryOnce);
+/// assert!(RetryOnce::RETRIES && !Return::RETRIES);
+/// ```
+pub trait OnRejection:
+    sealed::Sealed + Clone + Copy + Default + fmt::Debug + Send + Sync + 'static
+{
+    /// Whether a rejected request is sent once more.
+    const RETRIES: bool;
+
+    /// Where the response future keeps the copy of a request for the
+    /// retry. Not for use outside this crate.
+    #[doc(hidden)]
+    type Copy<S, B>: crate::future::Slot<S, B>;
+}
+
+/// Sends a rejected request once more with a token different from the
+/// rejected one, when its body can be replayed (B6). The default.
+///
+/// This keeps a copy of each replayable request until its response
+/// arrives: the method, URI, version and extensions, the headers' bytes in
+/// one buffer (one allocation, none for a request without headers), and
+/// the body where its type allows (`Full<Bytes>` and `Bytes` are
+/// reference-counted). See [`OnRejection`].
+///
+/// ```
+/// use tower_bearer::reject::RetryOnce;
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+///
+/// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k"))).on_rejection(RetryOnce);
+/// # drop(layer);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnRejection {
-    /// Send the request once more with a token different from the rejected
-    /// one, when the body can be replayed (B6). The default.
-    ///
-    /// This keeps a copy of each replayable request until its response
-    /// arrives: the request head is copied (which allocates), the body is
-    /// shared where its type allows (`Full<Bytes>` and `Bytes` are
-    /// reference-counted).
-    #[default]
-    RetryOnce,
-    /// Return the rejection to the caller. The token is still invalidated,
-    /// so the next request gets a new one. Nothing is copied.
-    Return,
+pub struct RetryOnce;
+
+/// Returns a rejection to the caller. The token is still invalidated, so
+/// the next request gets a new one. Nothing is copied. See
+/// [`OnRejection`].
+///
+/// ```
+/// use tower_bearer::reject::Return;
+/// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+///
+/// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k"))).on_rejection(Return);
+/// # drop(layer);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Return;
+
+impl OnRejection for RetryOnce {
+    const RETRIES: bool = true;
+    type Copy<S, B> = Option<crate::future::Replay<S, B>>;
+}
+
+impl OnRejection for Return {
+    const RETRIES: bool = false;
+    type Copy<S, B> = crate::future::NoCopy;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::RetryOnce {}
+    impl Sealed for super::Return {}
 }
 
 /// The `error` parameter of a `Bearer` challenge in `WWW-Authenticate`

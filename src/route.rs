@@ -95,7 +95,7 @@ use tower_service::Service;
 
 use crate::body::TryCloneBody;
 use crate::future::ResponseFuture;
-use crate::reject::{Classify, Standard};
+use crate::reject::{Classify, OnRejection, RetryOnce, Standard};
 use crate::{AuthLayer, BoxError};
 
 /// A scheme, host and port: where a token may be sent.
@@ -323,16 +323,16 @@ impl std::error::Error for InvalidOrigin {}
 /// assert_eq!(routes.origins().count(), 2);
 /// # Ok::<_, tower_bearer::route::InvalidOrigin>(())
 /// ```
-pub struct RouteLayer<C = Standard> {
-    routes: Arc<Vec<Route<C>>>,
+pub struct RouteLayer<C = Standard, R = RetryOnce> {
+    routes: Arc<Vec<Route<C, R>>>,
 }
 
-struct Route<C> {
+struct Route<C, R> {
     origin: Origin,
-    auth: AuthLayer<C>,
+    auth: AuthLayer<C, R>,
 }
 
-impl<C> RouteLayer<C> {
+impl<C, R> RouteLayer<C, R> {
     /// A layer with no routes: it sends no token anywhere until routes are
     /// added.
     pub fn new() -> Self {
@@ -343,9 +343,10 @@ impl<C> RouteLayer<C> {
 
     /// A layer that sends `auth`'s token to `origin` and to no other
     /// origin.
-    pub fn only(origin: Origin, auth: AuthLayer<C>) -> Self
+    pub fn only(origin: Origin, auth: AuthLayer<C, R>) -> Self
     where
         C: Clone,
+        R: Clone,
     {
         Self::new().route(origin, auth)
     }
@@ -353,9 +354,10 @@ impl<C> RouteLayer<C> {
     /// Sends requests to `origin` through `auth`. Several origins may share
     /// one cache (pass clones of one `AuthLayer`); adding an origin again
     /// replaces its layer.
-    pub fn route(mut self, origin: Origin, auth: AuthLayer<C>) -> Self
+    pub fn route(mut self, origin: Origin, auth: AuthLayer<C, R>) -> Self
     where
         C: Clone,
+        R: Clone,
     {
         let routes = Arc::make_mut(&mut self.routes);
         match routes.iter_mut().find(|route| route.origin == origin) {
@@ -371,13 +373,13 @@ impl<C> RouteLayer<C> {
     }
 }
 
-impl<C> Default for RouteLayer<C> {
+impl<C, R> Default for RouteLayer<C, R> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<C> Clone for RouteLayer<C> {
+impl<C, R> Clone for RouteLayer<C, R> {
     fn clone(&self) -> Self {
         RouteLayer {
             routes: self.routes.clone(),
@@ -385,7 +387,7 @@ impl<C> Clone for RouteLayer<C> {
     }
 }
 
-impl<C: Clone> Clone for Route<C> {
+impl<C: Clone, R: Clone> Clone for Route<C, R> {
     fn clone(&self) -> Self {
         Route {
             origin: self.origin.clone(),
@@ -394,7 +396,7 @@ impl<C: Clone> Clone for Route<C> {
     }
 }
 
-impl<C> fmt::Debug for RouteLayer<C> {
+impl<C, R: fmt::Debug> fmt::Debug for RouteLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.routes.iter().map(|route| (&route.origin, &route.auth)))
@@ -402,8 +404,8 @@ impl<C> fmt::Debug for RouteLayer<C> {
     }
 }
 
-impl<S, C> Layer<S> for RouteLayer<C> {
-    type Service = Routed<S, C>;
+impl<S, C, R> Layer<S> for RouteLayer<C, R> {
+    type Service = Routed<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Routed {
@@ -447,16 +449,16 @@ impl<S, C> Layer<S> for RouteLayer<C> {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Routed<S, C = Standard> {
+pub struct Routed<S, C = Standard, R = RetryOnce> {
     inner: S,
-    routes: Arc<Vec<Route<C>>>,
+    routes: Arc<Vec<Route<C, R>>>,
 }
 
-impl<S, C> Routed<S, C> {
+impl<S, C, R> Routed<S, C, R> {
     define_inner_service_accessors!();
 }
 
-impl<S: Clone, C> Clone for Routed<S, C> {
+impl<S: Clone, C, R> Clone for Routed<S, C, R> {
     fn clone(&self) -> Self {
         Routed {
             inner: self.inner.clone(),
@@ -465,7 +467,7 @@ impl<S: Clone, C> Clone for Routed<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for Routed<S, C> {
+impl<S: fmt::Debug, C, R> fmt::Debug for Routed<S, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Routed")
             .field("inner", &self.inner)
@@ -481,18 +483,19 @@ impl<S: fmt::Debug, C> fmt::Debug for Routed<S, C> {
     }
 }
 
-impl<S, C, B, ResB> Service<Request<B>> for Routed<S, C>
+impl<S, C, R, B, ResB> Service<Request<B>> for Routed<S, C, R>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     C: Classify,
+    R: OnRejection,
     B: TryCloneBody + Send + 'static,
     ResB: http_body::Body + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = RouteFuture<S, B, C>;
+    type Future = RouteFuture<S, B, C, R>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -524,30 +527,33 @@ where
 
 pin_project! {
     /// Response future for [`Routed`].
-    pub struct RouteFuture<S, B, C>
+    pub struct RouteFuture<S, B, C, R = RetryOnce>
     where
         S: Service<Request<B>>,
+        R: OnRejection,
     {
         #[pin]
-        kind: Kind<S, B, C>,
+        kind: Kind<S, B, C, R>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, B, C>
+    enum Kind<S, B, C, R>
     where
         S: Service<Request<B>>,
+        R: OnRejection,
     {
         // The request went through its origin's auth service.
-        Routed { #[pin] fut: ResponseFuture<S, B, C> },
+        Routed { #[pin] fut: ResponseFuture<S, B, C, R> },
         // No route matched: the request went to the inner service as it was.
         Unrouted { #[pin] fut: S::Future },
     }
 }
 
-impl<S, B, C, ResB> Future for RouteFuture<S, B, C>
+impl<S, B, C, R, ResB> Future for RouteFuture<S, B, C, R>
 where
+    R: OnRejection,
     S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -565,9 +571,10 @@ where
     }
 }
 
-impl<S, B, C> fmt::Debug for RouteFuture<S, B, C>
+impl<S, B, C, R> fmt::Debug for RouteFuture<S, B, C, R>
 where
     S: Service<Request<B>>,
+    R: OnRejection,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteFuture").finish_non_exhaustive()

@@ -81,7 +81,7 @@
 //! proxy that does not reset the stream) would otherwise hold the call
 //! forever; after the wait, the rejection is returned unchanged, and the
 //! token has been invalidated for the next call. With
-//! [`OnRejection::Return`] there is no retry and so no wait.
+//! [`Return`](crate::reject::Return) there is no retry and so no wait.
 //!
 //! # Readiness
 //!
@@ -114,7 +114,7 @@ use tower_service::Service;
 use crate::body::replay::Released;
 use crate::body::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayBodyService, TryCloneBody};
 use crate::future::ResponseFuture;
-use crate::reject::{Classify, OnRejection, Standard, Verdict};
+use crate::reject::{Classify, OnRejection, RetryOnce, Standard, Verdict};
 use crate::{AuthLayer, AuthService, BoxError, TokenCache};
 
 /// A tonic request body can be replayed only when it is at its end (no
@@ -165,11 +165,10 @@ pub const DEFAULT_RELEASE_WAIT: Duration = Duration::from_secs(1);
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct AuthChannelLayer<C = Standard> {
-    auth: AuthLayer<C>,
+pub struct AuthChannelLayer<C = Standard, R = RetryOnce> {
+    auth: AuthLayer<C, R>,
     classify: C,
     cap: usize,
-    on_rejection: OnRejection,
     release_wait: Duration,
 }
 
@@ -182,32 +181,33 @@ impl AuthChannelLayer {
             auth: AuthLayer::new(cache),
             classify: Standard,
             cap: DEFAULT_REPLAY_CAP,
-            on_rejection: OnRejection::default(),
             release_wait: DEFAULT_RELEASE_WAIT,
         }
     }
 }
 
-impl<C> AuthChannelLayer<C> {
+impl<C, R> AuthChannelLayer<C, R> {
     /// Replaces the rules that decide whether a response rejected its token
     /// (see [`AuthLayer::classify`]).
-    pub fn classify<C2: Classify>(self, classify: C2) -> AuthChannelLayer<C2> {
+    pub fn classify<C2: Classify>(self, classify: C2) -> AuthChannelLayer<C2, R> {
         AuthChannelLayer {
             auth: self.auth.classify(classify.clone()),
             classify,
             cap: self.cap,
-            on_rejection: self.on_rejection,
             release_wait: self.release_wait,
         }
     }
 
-    /// What to do after a rejection (default: retry once); see
-    /// [`AuthLayer::on_rejection`]. With [`OnRejection::Return`],
-    /// rejections are not held for the release wait.
-    pub fn on_rejection(mut self, on_rejection: OnRejection) -> Self {
-        self.auth = self.auth.on_rejection(on_rejection);
-        self.on_rejection = on_rejection;
-        self
+    /// What to do after a rejection: [`RetryOnce`] (the default) or
+    /// [`Return`](crate::reject::Return); see [`AuthLayer::on_rejection`].
+    /// With `Return`, rejections are not held for the release wait.
+    pub fn on_rejection<R2: OnRejection>(self, on_rejection: R2) -> AuthChannelLayer<C, R2> {
+        AuthChannelLayer {
+            auth: self.auth.on_rejection(on_rejection),
+            classify: self.classify,
+            cap: self.cap,
+            release_wait: self.release_wait,
+        }
     }
 
     /// How long a rejection is held at most, waiting for the channel to let
@@ -227,7 +227,7 @@ impl<C> AuthChannelLayer<C> {
     }
 }
 
-impl<C> fmt::Debug for AuthChannelLayer<C> {
+impl<C, R: fmt::Debug> fmt::Debug for AuthChannelLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthChannelLayer")
             .field("auth", &self.auth)
@@ -237,14 +237,15 @@ impl<C> fmt::Debug for AuthChannelLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for AuthChannelLayer<C> {
-    type Service = AuthChannel<S, C>;
+impl<S, C: Clone, R: OnRejection> Layer<S> for AuthChannelLayer<C, R> {
+    type Service = AuthChannel<S, C, R>;
 
     fn layer(&self, channel: S) -> Self::Service {
         // Holding a rejection is only worth it when it may be retried.
-        let release_wait = match self.on_rejection {
-            OnRejection::RetryOnce => self.release_wait,
-            OnRejection::Return => Duration::ZERO,
+        let release_wait = if R::RETRIES {
+            self.release_wait
+        } else {
+            Duration::ZERO
         };
         AuthChannel {
             inner: ReplayBodyService::with_cap(
@@ -301,8 +302,8 @@ impl<S, C: Clone> Layer<S> for AuthChannelLayer<C> {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct AuthChannel<S, C = Standard> {
-    inner: ReplayBodyService<AuthService<IntoTonicBody<S, C>, C>>,
+pub struct AuthChannel<S, C = Standard, R = RetryOnce> {
+    inner: ReplayBodyService<AuthService<IntoTonicBody<S, C>, C, R>>,
 }
 
 impl<S> AuthChannel<S> {
@@ -318,7 +319,7 @@ impl<S> AuthChannel<S> {
     }
 }
 
-impl<S, C> AuthChannel<S, C> {
+impl<S, C, R> AuthChannel<S, C, R> {
     /// The channel.
     pub fn get_ref(&self) -> &S {
         &self.inner.get_ref().get_ref().inner
@@ -340,7 +341,7 @@ impl<S, C> AuthChannel<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for AuthChannel<S, C> {
+impl<S: fmt::Debug, C, R> fmt::Debug for AuthChannel<S, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthChannel")
             .field("channel", self.get_ref())
@@ -349,17 +350,18 @@ impl<S: fmt::Debug, C> fmt::Debug for AuthChannel<S, C> {
     }
 }
 
-impl<S, C, ResB> Service<Request<::tonic::body::Body>> for AuthChannel<S, C>
+impl<S, C, R, ResB> Service<Request<::tonic::body::Body>> for AuthChannel<S, C, R>
 where
     S: Service<Request<::tonic::body::Body>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     C: Classify,
+    R: OnRejection,
     ResB: http_body::Body + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<IntoTonicBody<S, C>, ReplayBody<::tonic::body::Body>, C>;
+    type Future = ResponseFuture<IntoTonicBody<S, C>, ReplayBody<::tonic::body::Body>, C, R>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -25,7 +25,7 @@ use support::{
 use tokio::sync::Barrier;
 use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt};
-use tower_bearer::reject::OnRejection;
+use tower_bearer::reject::Return;
 use tower_bearer::{AuthLayer, TokenCache, source::StaticToken};
 
 fn get(url: String) -> Request<Full<Bytes>> {
@@ -368,7 +368,7 @@ async fn b6_on_rejection_return_invalidates_without_retrying() {
     let api = api_server(|token| token != "tok-1").await;
     let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
     let client = AuthLayer::new(cache.clone())
-        .on_rejection(OnRejection::Return)
+        .on_rejection(Return)
         .layer(http_client());
 
     let rsp = client.clone().oneshot(get(api.url("/"))).await.unwrap();
