@@ -111,8 +111,10 @@ pub enum ErrorKind {
     /// A custom [`TokenSource`](crate::TokenSource) failed; it said whether
     /// the failure is transient.
     Source,
-    /// The refresh ended without a result: the token source panicked, or no
-    /// tokio runtime was available to run it. Transient.
+    /// The refresh ended without a result: it panicked (a panicking token
+    /// source, a timer on a runtime without a time driver), no tokio
+    /// runtime was available to run it, or it made no progress on any
+    /// runtime. Transient.
     Interrupted,
 }
 

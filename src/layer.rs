@@ -60,6 +60,31 @@
 //! no capacity of the inner service (a `Buffer` slot, a concurrency permit).
 //! The retry also polls its service ready before sending.
 //!
+//! # A rejection while the body is still being sent
+//!
+//! A server may answer 401 before it has read the request body to its end
+//! (many do, as soon as they have read the headers). The client below may
+//! then still hold the body: a streamed body wrapped in a
+//! [`ReplayBody`](crate::body::ReplayBody) cannot be replayed while the
+//! first attempt's copy is live. The rejection is then held until the
+//! client lets go of it, for at most the [release
+//! wait](AuthLayer::release_wait) (1 s by default), and retried if it did,
+//! returned as it is if not. What lets go, with hyper-util's client and a
+//! hyper server (both checked in `tests/replay.rs`):
+//!
+//! * **HTTP/2**: the server ends the stream with its response and resets
+//!   the request half it did not read; the client drops the body on that
+//!   reset, usually before the response reaches this layer. Retried.
+//! * **HTTP/1.1**: the server closes the connection (or reads the rest of
+//!   the body) after its response; the client drops the body when the
+//!   connection ends, which races with the response reaching this layer.
+//!   The release wait absorbs the race: retried.
+//!
+//! A client that keeps the body longer than the release wait (a server
+//! that neither resets nor closes, a body that is still being produced)
+//! gets the rejection returned after the wait; its token is invalidated
+//! all the same, so the next request carries a new one.
+//!
 //! # The rejected response
 //!
 //! A rejection that is retried is not dropped unread: its body (the inner
@@ -72,6 +97,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, Entry};
@@ -79,7 +105,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::TryCloneBody;
+use crate::body::{DEFAULT_RELEASE_WAIT, TryCloneBody};
 use crate::cache::read::Local;
 use crate::future::Slot;
 use crate::future::{self, ResponseFuture};
@@ -120,6 +146,7 @@ pub struct AuthLayer<C = Standard, R = RetryOnce> {
     cache: TokenCache,
     classify: C,
     on_rejection: R,
+    release_wait: Duration,
 }
 
 impl AuthLayer {
@@ -130,6 +157,7 @@ impl AuthLayer {
             cache,
             classify: Standard,
             on_rejection: RetryOnce,
+            release_wait: DEFAULT_RELEASE_WAIT,
         }
     }
 }
@@ -141,6 +169,7 @@ impl<C, R> AuthLayer<C, R> {
             cache: self.cache,
             classify,
             on_rejection: self.on_rejection,
+            release_wait: self.release_wait,
         }
     }
 
@@ -151,7 +180,19 @@ impl<C, R> AuthLayer<C, R> {
             cache: self.cache,
             classify: self.classify,
             on_rejection,
+            release_wait: self.release_wait,
         }
+    }
+
+    /// How long a rejection is held at most while the client still holds
+    /// the request body, before the retry is given up (default
+    /// [`DEFAULT_RELEASE_WAIT`], 1 s). See [the rejected
+    /// response](self#the-rejected-response) and [streamed
+    /// bodies](self#a-rejection-while-the-body-is-still-being-sent).
+    /// `Duration::ZERO` never holds a rejection.
+    pub fn release_wait(mut self, wait: Duration) -> Self {
+        self.release_wait = wait;
+        self
     }
 
     /// The cache this layer takes its tokens from.
@@ -327,7 +368,7 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             return ResponseFuture::passthrough(inner.call(req));
         }
         // The copy for the one retry, taken before the body is sent.
-        let replay = R::Copy::capture(inner, &req);
+        let replay = R::Copy::capture(inner, &req, self.release_wait);
         // `inner` was polled ready; use it, and leave it in place.
         let fut = inner.call(req);
         ResponseFuture::sent(
@@ -374,6 +415,7 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             req,
             self.cache.clone(),
             self.classify.clone(),
+            self.release_wait,
         ))
     }
 }

@@ -131,6 +131,7 @@ mod macros;
 
 pub mod body;
 pub mod cache;
+mod copy;
 pub mod error;
 pub mod future;
 pub mod layer;
@@ -142,6 +143,7 @@ pub mod reqwest;
 pub mod route;
 pub mod source;
 pub mod store;
+mod timer;
 pub mod token;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]

@@ -214,7 +214,7 @@ pub trait OnRejection:
     /// Where the response future keeps the copy of a request for the
     /// retry. Not for use outside this crate.
     #[doc(hidden)]
-    type Copy<S, B>: crate::future::Slot<S, B>;
+    type Copy<S, B>: crate::copy::Slot<S, B>;
 }
 
 /// Sends a rejected request once more with a token different from the
@@ -252,12 +252,12 @@ pub struct Return;
 
 impl OnRejection for RetryOnce {
     const RETRIES: bool = true;
-    type Copy<S, B> = Option<crate::future::Replay<S, B>>;
+    type Copy<S, B> = Option<crate::copy::Replay<S, B>>;
 }
 
 impl OnRejection for Return {
     const RETRIES: bool = false;
-    type Copy<S, B> = crate::future::NoCopy;
+    type Copy<S, B> = crate::copy::NoCopy;
 }
 
 mod sealed {

@@ -127,14 +127,10 @@ impl TryCloneBody for ::tonic::body::Body {
 }
 
 /// How long a rejection is held at most, waiting for the channel to let go
-/// of the request body so that the call can be retried: 1 s. See [the
-/// release wait](self#the-release-wait).
-///
-/// The release normally follows the rejection within a round trip (the
-/// server's stream reset); a second is longer than any round trip a gRPC
-/// call is expected to survive, and short enough that a channel that never
-/// lets go costs one slow rejection, not a hung call.
-pub const DEFAULT_RELEASE_WAIT: Duration = Duration::from_secs(1);
+/// of the request body so that the call can be retried: 1 s, as for any
+/// stack (see [`crate::body::DEFAULT_RELEASE_WAIT`] and [the release
+/// wait](self#the-release-wait)).
+pub const DEFAULT_RELEASE_WAIT: Duration = crate::body::DEFAULT_RELEASE_WAIT;
 
 /// Applies [`AuthChannel`]: fresh tokens and one retry after
 /// UNAUTHENTICATED, for a tonic channel. See the [module documentation](self).
@@ -249,11 +245,17 @@ impl<S, C: Clone, R: OnRejection> Layer<S> for AuthChannelLayer<C, R> {
         };
         AuthChannel {
             inner: ReplayBodyService::with_cap(
-                self.auth.layer(IntoTonicBody {
-                    inner: channel,
-                    classify: self.classify.clone(),
-                    release_wait,
-                }),
+                // The release wait is `IntoTonicBody`'s here, below the auth
+                // layer: it holds the rejection itself, so the auth layer
+                // does not wait a second time.
+                self.auth
+                    .clone()
+                    .release_wait(Duration::ZERO)
+                    .layer(IntoTonicBody {
+                        inner: channel,
+                        classify: self.classify.clone(),
+                        release_wait,
+                    }),
                 self.cap,
             ),
         }

@@ -188,12 +188,12 @@ async fn b6_stream_that_passes_the_cap_while_sent_is_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn b6_rejection_while_the_first_attempt_still_holds_the_body_is_returned() {
+async fn b6_a_rejection_is_held_for_the_release_wait_then_returned_when_the_client_keeps_the_body()
+{
     let _clock = FrozenClock::freeze().await;
     let (cache, tokens) = cache_and_tokens().await;
     // A client that has started sending the body (it read the first chunk)
-    // when the 401 arrives, and keeps the rest of it, as an HTTP/2
-    // connection does while it is still sending.
+    // when the 401 arrives, and keeps the rest of it for ever.
     let kept: Arc<Mutex<Vec<ReplayBody<Chunks>>>> = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let client = {
@@ -223,12 +223,98 @@ async fn b6_rejection_while_the_first_attempt_still_holds_the_body_is_returned()
     let request = Request::post("http://api.test/upload")
         .body(streaming_body(&CHUNKS, None))
         .unwrap();
-    let response = api_client.oneshot(request).await.unwrap();
+    let sent = tokio::time::Instant::now();
+    let call = tokio::spawn(api_client.oneshot(request));
+    support::settle_until(|| kept.lock().unwrap().len() == 1).await;
+    tokio::time::advance(tower_bearer::body::DEFAULT_RELEASE_WAIT).await;
+    let response = call.await.unwrap().unwrap();
 
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sent.elapsed(), tower_bearer::body::DEFAULT_RELEASE_WAIT);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(tokens.requests(), 1, "no new token fetched for a retry");
     assert_eq!(kept.lock().unwrap().len(), 1);
+}
+
+/// A server that answers the first request 401 as soon as it has read the
+/// first chunk of its body, and echoes the body of the next. The client
+/// sends the rest of its first body only once the server has the second
+/// request: the 401 arrives while the client is still sending.
+async fn early_401_server(rest: Arc<tokio::sync::Notify>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (rest, count) = (rest.clone(), count.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (rest, count) = (rest.clone(), count.clone());
+                        async move {
+                            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            let mut body = req.into_body();
+                            if n == 1 {
+                                let _first = body.frame().await;
+                                let rejection = Response::builder()
+                                    .status(StatusCode::UNAUTHORIZED)
+                                    .body(Full::new(Bytes::from_static(b"early")))
+                                    .unwrap();
+                                return Ok::<_, Infallible>(rejection);
+                            }
+                            rest.notify_one();
+                            let whole = body.collect().await.map(|c| c.to_bytes());
+                            Ok(Response::new(Full::new(whole.unwrap_or_default())))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b6_a_401_that_arrives_while_a_streamed_body_is_still_sent_is_retried_over_http1_and_http2()
+{
+    for http2 in [false, true] {
+        for _ in 0..10 {
+            let rest = Arc::new(tokio::sync::Notify::new());
+            let addr = early_401_server(rest.clone()).await;
+            let (cache, tokens) = cache_and_tokens().await;
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder.http2_only(http2);
+            let client: Client<HttpConnector, ReplayBody<Chunks>> = builder.build_http();
+            let api = ServiceBuilder::new()
+                .layer(ReplayBodyLayer::new())
+                .layer(AuthLayer::new(cache))
+                .service(client);
+            let (mut tx, body): (Sender<Bytes, BoxError>, Chunks) = Channel::new(1);
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::from_static(b"first|")).await;
+                rest.notified().await;
+                let _ = tx.send_data(Bytes::from_static(b"second")).await;
+            });
+
+            let request = Request::post(format!("http://{addr}/upload"))
+                .body(body)
+                .unwrap();
+            let response = api.oneshot(request).await.unwrap();
+
+            let (status, body) = support::read_response(response).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::OK, "first|second"),
+                "HTTP/2: {http2}"
+            );
+            assert_eq!(tokens.requests(), 2);
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -202,3 +202,48 @@ async fn b3_a_cache_shared_by_two_layers_fetches_once() {
     assert_eq!(authorizations(&orders), [Some("Bearer tok-1".into())]);
     assert_eq!(authorizations(&invoices), [Some("Bearer tok-1".into())]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn b9_a_request_whose_host_header_names_another_application_gets_no_token() {
+    let _clock = FrozenClock::freeze().await;
+    let tokens = token_server("a").await;
+    let api = api_server(|_| true).await;
+    let routed =
+        RouteLayer::only(origin(&api), AuthLayer::new(cache_for(&tokens))).layer(http_client());
+    let with_host = |host: &str| {
+        Request::get(api.url("/v1"))
+            .header(http::header::HOST, host)
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+
+    // Same address, another virtual host: hyper sends the `Host` as given,
+    // and a server that routes by virtual host delivers it to another
+    // application. No token.
+    let other = routed
+        .clone()
+        .oneshot(with_host("other-tenant.example"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    // The `Host` that names the origin itself, in any case and with the
+    // port spelled out: the token.
+    let own = format!("LOCALHOST-NOT:{}", api.addr.port());
+    let same = format!("{}", api.addr).to_uppercase();
+    let ours = routed.clone().oneshot(with_host(&same)).await.unwrap();
+    assert_eq!(ours.status(), StatusCode::OK);
+    let elsewhere = routed.oneshot(with_host(&own)).await.unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+
+    let seen = api.seen();
+    let hosts: Vec<_> = seen
+        .iter()
+        .map(|s| s.headers[http::header::HOST].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hosts, ["other-tenant.example", same.as_str(), own.as_str()]);
+    assert_eq!(
+        authorizations(&api),
+        [None, Some("Bearer a-1".to_owned()), None]
+    );
+    assert_eq!(tokens.requests(), 1);
+}

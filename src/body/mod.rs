@@ -53,6 +53,18 @@ pub(crate) mod replay;
 pub use self::layer::{ReplayBodyLayer, ReplayBodyService};
 pub use self::replay::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayError};
 
+/// How long a rejection is held at most, by default, when the client still
+/// holds the request body it answers (a streamed body the server answered
+/// before reading it to its end): 1 s. The client normally lets go within
+/// a round trip (HTTP/1.1 when the server closes or drains the connection,
+/// HTTP/2 on the server's stream reset); a second is longer than any round
+/// trip a request is expected to survive, and short enough that a client
+/// that never lets go costs one slow rejection, not a hung call. See
+/// [`AuthLayer::release_wait`](crate::AuthLayer::release_wait).
+pub const DEFAULT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+use std::task::{Context, Poll};
+
 use bytes::{Buf, Bytes};
 use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
@@ -102,6 +114,17 @@ pub trait TryCloneBody: Sized {
     /// recording is whole (not over the cap, no error).
     fn is_replayable(&self) -> bool {
         true
+    }
+
+    /// Called on the copy when [`is_replayable`](Self::is_replayable) said
+    /// `false` after a rejection: `Ready` once whatever held the body when
+    /// the rejection arrived may have let go of it (so that asking
+    /// `is_replayable` again may say `true`). The default is `Ready` at
+    /// once: nothing to wait for. A [`ReplayBody`] is ready once the first
+    /// attempt's copy was sent to its end or dropped.
+    fn poll_released(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
     }
 }
 

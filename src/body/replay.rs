@@ -317,7 +317,6 @@ impl<B> ReplayBody<B> {
     /// the retry); `None` for an unrecorded body. Taken from the body that
     /// is sent, polled after a rejection, to wait until the transport has
     /// let go of it.
-    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     pub(crate) fn released(&self) -> Option<Released<B>> {
         match &self.mode {
             Mode::Recorded(copy) => Some(Released {
@@ -331,12 +330,10 @@ impl<B> ReplayBody<B> {
 /// Tells when the copy of a [`ReplayBody`] that was sent is no longer live
 /// (it finished or was dropped), so that the copy kept for the retry is the
 /// only one left. One waiter at a time.
-#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 pub(crate) struct Released<B> {
     shared: Arc<Shared<B>>,
 }
 
-#[cfg_attr(not(feature = "tonic"), allow(dead_code))]
 impl<B> Released<B> {
     /// Ready once at most one copy is live: the one kept for the retry, if
     /// any.
@@ -446,6 +443,13 @@ impl<B> TryCloneBody for ReplayBody<B> {
                                 .as_ref()
                                 .is_some_and(|recording| recording.lost.is_none())))
             }
+        }
+    }
+
+    fn poll_released(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.released() {
+            Some(released) => released.poll_released(cx),
+            None => Poll::Ready(()),
         }
     }
 }

@@ -316,7 +316,7 @@ impl Shared {
                 let Some(within) = within else { break };
                 // A runtime without a time driver cannot time anything:
                 // then wait like a caller on the refresh's runtime.
-                let Ok(sleep) = catch_unwind(|| tokio::time::sleep(within)) else {
+                let Some(sleep) = crate::timer::sleep(within) else {
                     break;
                 };
                 let mut sleep = pin!(sleep);

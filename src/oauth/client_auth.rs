@@ -72,8 +72,8 @@ impl fmt::Display for ClientAuthMethod {
 ///   secret.
 /// * `private_key_jwt` (feature `private-key-jwt`) — a new JWT signed by
 ///   the client's private key in each request, as `client_assertion`:
-///   no shared secret crosses the network. See
-///   [`ClientAssertionKey`](super::ClientAssertionKey).
+///   no shared secret crosses the network. See `ClientAssertionKey`
+///   (in [`oauth`](super), with that feature).
 ///
 /// `Debug` shows the client id and the method, never the secret (B8).
 ///

@@ -230,7 +230,13 @@ impl fmt::Debug for TokenEndpoint {
 /// The URL without its query, which could carry an API key.
 fn redacted_url(uri: &Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("");
-    let authority = uri.authority().map_or("", |a| a.as_str());
+    // B8: user info (`user:password@`) is a secret; keep the host and port.
+    let authority = uri.authority().map_or("", |a| {
+        let authority = a.as_str();
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host)
+    });
     let query = if uri.query().is_some() { "?…" } else { "" };
     format!("{scheme}://{authority}{}{query}", uri.path())
 }
@@ -610,6 +616,22 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("credentials"), "{err}");
+    }
+
+    #[test]
+    fn b8_the_builder_never_prints_user_info_of_its_url() {
+        for url in [
+            "https://svc-user:hunter2@idp.example/token",
+            "https://hunter2@idp.example:8443/token?x=1",
+            "https://a@b:hunter2@idp.example/token",
+        ] {
+            let builder = TokenEndpoint::builder(url, ClientAuth::none("id"));
+            let debug = format!("{builder:?}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(debug.contains("idp.example"), "{debug}");
+            let err = builder.build().unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl RedisStore {
     fn ttl_of(&self, token: &StoredToken) -> Duration {
         let access = token
             .time_to_live(super::clocks_now().1)
-            .unwrap_or(crate::cache::DEFAULT_LIFETIME);
+            .unwrap_or(TTL_WITHOUT_EXPIRY);
         let ttl = if token.refresh_token().is_some() {
             access.max(self.inner.refresh_token_ttl)
         } else {
@@ -217,6 +217,11 @@ impl RedisStore {
         ttl.max(Duration::from_millis(1))
     }
 }
+
+/// How long Redis keeps a token saved without an expiry (caches always
+/// save one; a hand-made `StoredToken` may lack it): 15 minutes, the
+/// cache's default lifetime for such tokens.
+const TTL_WITHOUT_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
 /// The longest time to live given to Redis, in milliseconds (about 73
 /// million years). Redis refuses a `PX`/`PEXPIRE` whose expiry overflows
