@@ -50,34 +50,38 @@
 //!
 //! # The contract
 //!
-//! The behaviour is numbered B1–B11 in the design document, and the docs and
-//! tests cite the numbers:
+//! What the crate promises is a list of numbered rules, B1–B11, in the
+//! [`contract`] module; the docs and the tests cite the numbers:
 //!
-//! * **B1 freshness**: a token is used until `expiry − leeway` (60 s, at most
-//!   half its lifetime); without `expires_in`, the JWT `exp` claim or a
-//!   default lifetime.
-//! * **B2 refresh ahead**: from 80 % of the lifetime (with jitter) the token is
-//!   still sent and one background refresh starts; callers never wait for it.
+//! * **B1 freshness**: a token is never attached after its usable end
+//!   (expiry − 60 s, at most a tenth of its lifetime), checked against
+//!   tokio's clock on every call.
+//! * **B2 refresh ahead**: from 80 % of the lifetime (with jitter) the token
+//!   is still sent and one background refresh starts; callers never wait
+//!   for it.
 //! * **B3 single flight**: one token request at a time; everyone waiting
-//!   shares its result; a caller giving up cancels nothing for the others.
-//! * **B4 failures**: transient failures are retried with backoff and jitter,
-//!   honouring `Retry-After`; permanent ones are not; a usable token keeps being
-//!   served; a cooldown throttles new attempts.
+//!   shares its result; a caller giving up cancels nothing for the others;
+//!   nobody waits on a refresh that nobody drives.
+//! * **B4 failures**: transient failures are retried with backoff and
+//!   jitter, honouring `Retry-After`; permanent ones are not; a usable token
+//!   keeps being served; a cooldown throttles new attempts.
 //! * **B5 refresh tokens**: the [`oauth`] grants refresh with the refresh
 //!   token they hold; a rotated one replaces it at once, a response without
 //!   one keeps it, and `invalid_grant` falls back to the primary grant.
 //! * **B6 rejection**: 401 or `grpc-status: 16` invalidates the token used
-//!   (compare-and-swap) and the request is sent once more if its body can be
-//!   replayed; 403 never is.
+//!   (compare-and-swap), the retry's included; the request is sent once more
+//!   if its body can be replayed; refreshes caused by rejections are
+//!   throttled; 403 is never retried.
 //! * **B7 header**: `Authorization: Bearer <token>`, built once per token,
 //!   marked sensitive; a request with its own `Authorization` is left alone.
 //! * **B8 secrets**: tokens and secrets never appear in `Debug`, `Display`,
 //!   errors or logs.
 //! * **B9 transport safety**: token endpoints are `https` unless loopback or
 //!   explicitly allowed; responses are size-capped; redirects are not
-//!   followed.
-//! * **B10 composition**: `Clone`, `poll_ready` delegated, inner services called
-//!   only when ready, `BoxError` with a matchable [`Error`] inside.
+//!   followed; a [`RouteLayer`](route::RouteLayer) keeps a token to its
+//!   origins.
+//! * **B10 composition**: `Clone`, `poll_ready` delegated, inner services
+//!   called only when ready, `BoxError` with a matchable [`Error`] inside.
 //! * **B11 time**: tokio's clock everywhere; tests run on a paused clock.
 //!
 //! # Modules
@@ -131,6 +135,8 @@ mod macros;
 
 pub mod body;
 pub mod cache;
+#[doc = include_str!("../docs/contract.md")]
+pub mod contract {}
 mod copy;
 pub mod error;
 pub mod future;
