@@ -1,7 +1,7 @@
 //! The per-call cost with a token store configured: it must be the same as
 //! without one, because the store is used by refreshes only, never on the
-//! per-request path (a fresh token costs two atomic loads, no clock
-//! read, store or not).
+//! per-request path (a fresh token costs a clock read and an atomic load,
+//! store or not).
 //!
 //! One run measures, per call (request in, response out, future polled to
 //! completion; building the request is outside the timing), `AuthService`
@@ -14,7 +14,8 @@
 //!   not even running — a store that is off the per-request path cannot
 //!   slow it down.
 //!
-//! Run with `cargo bench --all-features --bench fleet`; results are in
+//! Run with `cargo bench -p tower-bearer-benches --features redis --bench
+//! fleet`; results are in
 //! BENCHMARKS.md. Token requests per lifetime for fleets of N replicas are
 //! measured by the `fleet_table` test of `tests/store_redis.rs`.
 

@@ -22,10 +22,11 @@
 //!
 //! After criterion's runs, an interleaved comparison runs each contender in
 //! turn, 31 times, and prints the medians and the ratios to
-//! `AddAuthorization` as a table (`cargo bench --bench hot_path --
-//! interleaved` runs only that).
+//! `AddAuthorization` as a table (`cargo bench -p tower-bearer-benches
+//! --bench hot_path -- interleaved` runs only that).
 //!
-//! Run with `cargo bench --bench hot_path`; results are in BENCHMARKS.md.
+//! Run with `cargo bench -p tower-bearer-benches --bench hot_path`; results
+//! are in BENCHMARKS.md.
 
 mod support;
 
