@@ -26,7 +26,11 @@ fn tests_named_after_rules(root: &Path) -> BTreeSet<(String, String, String)> {
     rust_files(&root.join("tests"), &mut files);
     let mut found = BTreeSet::new();
     for file in files {
-        let relative = file.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        let relative = file
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         for line in fs::read_to_string(&file).unwrap().lines() {
             let line = line.trim_start();
             let Some(rest) = line
@@ -84,6 +88,9 @@ fn every_test_named_after_a_rule_is_listed_under_it_in_the_contract() {
     for n in 1..=11 {
         let rule = format!("B{n}");
         assert!(contract.contains(&format!("\n## {rule} ")), "{rule}");
-        assert!(listed.iter().any(|(r, _, _)| *r == rule), "{rule} has no test");
+        assert!(
+            listed.iter().any(|(r, _, _)| *r == rule),
+            "{rule} has no test"
+        );
     }
 }
