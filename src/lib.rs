@@ -48,6 +48,9 @@
 //! # }
 //! ```
 //!
+//! The [`guide`] starts with the same stack over a standard OAuth2 grant and
+//! hyper-util's client, and goes on from there.
+//!
 //! # The contract
 //!
 //! What the crate promises is a list of numbered rules, B1–B11, in the
@@ -86,6 +89,11 @@
 //!
 //! # Modules
 //!
+//! * [`guide`]: how to use the crate, topic by topic: custom token
+//!   endpoints, the defaults, OAuth2 grants and client authentication,
+//!   HTTPS and transports, each client stack, several APIs, token stores,
+//!   performance, testing, and the known limits.
+//! * [`contract`]: the rules B1–B11 and the tests that pin them.
 //! * [`cache`]: [`TokenCache`] and its settings.
 //! * [`layer`]: [`AuthLayer`] and [`AuthService`]; [`future`] holds their
 //!   response future.
@@ -140,6 +148,8 @@ pub mod contract {}
 mod copy;
 pub mod error;
 pub mod future;
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}
 pub mod layer;
 pub mod oauth;
 pub mod reject;

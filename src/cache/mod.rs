@@ -464,7 +464,7 @@ impl TokenCacheBuilder {
     }
 
     /// How long before its expiry a token stops being sent (default 60 s).
-    /// Capped at half of each token's lifetime, so short-lived tokens are
+    /// Capped at a tenth of each token's lifetime, so short-lived tokens are
     /// still reused (B1).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.config.timing.leeway = leeway;
