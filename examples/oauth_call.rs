@@ -27,7 +27,7 @@
 //! TOKEN_URL=http://127.0.0.1:9400/token CLIENT_ID=peer-client CLIENT_SECRET=peer-client-secret \
 //!   GRANT=password USERNAME=alice PASSWORD=alice-password \
 //!   API_URL=http://127.0.0.1:9400/api/whoami REQUESTS=5 INTERVAL_MS=1000 \
-//!   cargo run --example oauth_call
+//!   cargo run --example oauth_call --features https
 //! ```
 
 use std::process::ExitCode;
