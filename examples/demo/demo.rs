@@ -16,14 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 use tower::retry::Policy;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
@@ -50,60 +47,81 @@ impl Server {
         println!("[{:6.2}s] {what}", self.start.elapsed().as_secs_f64());
     }
 
+    /// Answers one request: the token endpoint or the API.
+    fn answer(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let (status, body) = match (req.method(), req.uri().path()) {
+            (&Method::POST, "/token") => self.token(req.headers()),
+            (&Method::GET, "/api/hello") => self.hello(req.headers()),
+            _ => (StatusCode::NOT_FOUND, "not found".to_owned()),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+    }
+
     /// `POST /token`: client credentials, Basic auth.
-    async fn token(
-        State(server): State<Server>,
-        headers: HeaderMap,
-    ) -> (StatusCode, Json<serde_json::Value>) {
+    fn token(&self, headers: &HeaderMap) -> (StatusCode, String) {
         // "demo-client:demo-secret", form-urlencoded then base64 (RFC 6749 §2.3.1).
         let expected = "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ=";
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(serde_json::json!({"error": "invalid_client"})),
-            );
+            let error = serde_json::json!({"error": "invalid_client"});
+            return (StatusCode::UNAUTHORIZED, error.to_string());
         }
-        let n = server.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let token = format!("demo-token-{n}-{:x}", rand_suffix());
         let expires = Instant::now() + Duration::from_secs(TOKEN_LIFETIME);
-        server
-            .tokens
+        self.tokens
             .lock()
             .unwrap()
             .insert(token.clone(), (n, expires));
-        server.log(format_args!(
+        self.log(format_args!(
             "token endpoint  issued token #{n}, valid for {TOKEN_LIFETIME}s"
         ));
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({
-                "access_token": token,
-                "token_type": "bearer",
-                "expires_in": TOKEN_LIFETIME,
-            })),
-        )
+        let response = serde_json::json!({
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": TOKEN_LIFETIME,
+        });
+        (StatusCode::OK, response.to_string())
     }
 
     /// `GET /api/hello`: needs a live token.
-    async fn hello(State(server): State<Server>, headers: HeaderMap) -> (StatusCode, String) {
+    fn hello(&self, headers: &HeaderMap) -> (StatusCode, String) {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        let known = server.tokens.lock().unwrap().get(token).copied();
+        let known = self.tokens.lock().unwrap().get(token).copied();
         match known {
             Some((n, expires)) if Instant::now() < expires => {
                 (StatusCode::OK, format!("hello, holder of token #{n}"))
             }
             Some((n, _)) => {
-                server.log(format_args!("api             401: token #{n} is not valid"));
+                self.log(format_args!("api             401: token #{n} is not valid"));
                 (StatusCode::UNAUTHORIZED, "invalid_token".into())
             }
             None => {
-                server.log(format_args!("api             401: unknown token"));
+                self.log(format_args!("api             401: unknown token"));
                 (StatusCode::UNAUTHORIZED, "invalid_token".into())
             }
+        }
+    }
+
+    /// Serves the token endpoint and the API on `listener`, with hyper.
+    async fn serve(self, listener: tokio::net::TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let server = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let response = server.answer(&req);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
         }
     }
 
@@ -158,13 +176,9 @@ async fn main() -> Result<(), BoxError> {
         tokens: Arc::default(),
         issued: Arc::default(),
     };
-    let app = Router::new()
-        .route("/token", post(Server::token))
-        .route("/api/hello", get(Server::hello))
-        .with_state(server.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(server.clone().serve(listener));
     server.log(format_args!(
         "demo            token endpoint and API on http://{addr}"
     ));
