@@ -1,171 +1,197 @@
-//! A custom, non-standard token endpoint, plugged in with a closure.
+//! A custom, non-standard token endpoint, the seed's case.
 //!
-//! The API in this example wants a token from `POST /auth/login` with a JSON
-//! body, and answers `{access_token, refresh_token, token_type, expires_in}`.
-//! Later tokens come from `POST /auth/refresh` with the refresh token. None
-//! of that is OAuth2-standard, and it does not need to be: a `TokenSource`
-//! is any async function from the previous token to the next one.
+//! The API wants a token from `POST /auth/token`: a JSON login
+//! `{"username", "password"}` the first time, then a JSON refresh
+//! `{"grant_type": "refresh_token", "refresh_token"}`; both answer
+//! `{access_token, refresh_token, token_type: "bearer", expires_in}`. The
+//! server rotates refresh tokens and revokes everything when one is used
+//! twice; its tokens live 3 s, so several refreshes happen in 12 s.
+//!
+//! The client describes only the two bodies ([`CustomGrant`]); the rules
+//! are the built-in ones: refresh with the refresh token, take the rotated
+//! one, never send a spent one, fall back to the login if a refresh is
+//! refused, classify errors, cap responses, refresh ahead of expiry.
 //!
 //! ```sh
 //! cargo run --example custom_endpoint
 //! ```
+//!
+//! The last line is `custom_endpoint: calls=N ok=N logins=1 refreshes=R`,
+//! and the exit status is 0 only when every call succeeded with one login.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use bytes::Bytes;
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_bearer::{AuthLayer, Error, Token, TokenCache, TokenType, source};
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// What the endpoint answers.
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    refresh_token: Option<String>,
-    token_type: Option<String>,
-    expires_in: Option<u64>,
-}
-
-/// One token request: log in the first time, refresh after that.
-async fn fetch_token(
-    client: HttpClient,
-    base: String,
-    previous: Option<Token>,
-) -> Result<Token, Error> {
-    let (path, body) = match previous.as_ref().and_then(|t| t.refresh_token()) {
-        Some(refresh) => (
-            "/auth/refresh",
-            serde_json::json!({ "refresh_token": refresh.secret() }),
-        ),
-        None => (
-            "/auth/login",
-            serde_json::json!({ "user": "demo", "password": "demo-password" }),
-        ),
-    };
-    let req = http::Request::post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(Error::permanent)?;
-    // Connection failures are worth retrying; the cache does the retrying.
-    let rsp = client.request(req).await.map_err(Error::connect)?;
-    let status = rsp.status();
-    let bytes = rsp
-        .into_body()
-        .collect()
-        .await
-        .map_err(Error::connect)?
-        .to_bytes();
-    if !status.is_success() {
-        // 5xx and 429 are transient, the rest permanent.
-        return Err(Error::status(status, None));
-    }
-    let parsed: TokenResponse = serde_json::from_slice(&bytes)
-        .map_err(|_| Error::invalid_response("not a token response"))?;
-    // Build the token now: `expires_in` counts from the response's arrival.
-    let mut token = Token::new(parsed.access_token).with_token_type(TokenType::parse(
-        parsed.token_type.as_deref().unwrap_or("bearer"),
-    ));
-    if let Some(seconds) = parsed.expires_in {
-        token = token.with_expires_in(Duration::from_secs(seconds));
-    }
-    // Keep the refresh token: the new one if the server rotated it, else the old one.
-    let refresh = parsed.refresh_token.or_else(|| {
-        previous
-            .as_ref()
-            .and_then(|t| t.refresh_token())
-            .map(|r| r.secret().to_owned())
-    });
-    if let Some(refresh) = refresh {
-        token = token.with_refresh_token(refresh);
-    }
-    Ok(token)
-}
+use tower_bearer::oauth::{ClientAuth, CustomGrant, RequestBody, TokenEndpoint};
+use tower_bearer::{AuthLayer, TokenCache};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let base = start_server().await?;
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let server = Server::start().await?;
 
-    let source = {
-        let (client, base) = (client.clone(), base.clone());
-        source::from_fn(move |previous| fetch_token(client.clone(), base.clone(), previous))
-    };
-    let cache = TokenCache::builder(source)
-        .leeway(Duration::from_millis(500))
-        .build()?;
+    // The client: what differs from RFC 6749, and nothing else.
+    let endpoint =
+        TokenEndpoint::builder(server.url("/auth/token"), ClientAuth::anonymous()).build()?;
+    let login = RequestBody::json(json!({"username": "demo", "password": "demo-password"}));
+    let grant = CustomGrant::builder(endpoint, login)
+        .refresh(|refresh_token| {
+            RequestBody::json(json!({
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token.secret(),
+            }))
+        })
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let api = ServiceBuilder::new()
-        .layer(AuthLayer::new(cache.clone()))
+        .layer(AuthLayer::new(TokenCache::new(grant)))
         .service(client);
-
-    for i in 1..=6 {
-        let req = http::Request::get(format!("{base}/api/me")).body(Full::default())?;
-        let rsp = api.clone().oneshot(req).await?;
-        let status = rsp.status();
-        let body = rsp.into_body().collect().await?.to_bytes();
-        println!("call {i}: {status} {}", String::from_utf8_lossy(&body));
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    let (mut calls, mut ok) = (0, 0);
+    for _ in 0..24 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let request = Request::get(server.url("/api/me")).body(Full::default())?;
+        let response = api.clone().oneshot(request).await?;
+        calls += 1;
+        ok += usize::from(response.status().is_success());
     }
-    let stats = cache.stats();
-    println!("custom_endpoint: token_requests={}", stats.token_requests);
-    Ok(())
+
+    let (logins, refreshes) = (server.logins(), server.refreshes());
+    println!("custom_endpoint: calls={calls} ok={ok} logins={logins} refreshes={refreshes}");
+    if ok == calls && logins == 1 && refreshes >= 2 && server.reused() == 0 {
+        Ok(())
+    } else {
+        Err("the custom endpoint did not go as planned".into())
+    }
 }
 
 /// The non-standard auth server and its API, on 127.0.0.1.
-async fn start_server() -> Result<String, BoxError> {
-    let issued = Arc::new(AtomicUsize::new(0));
-    let token = |kind: &'static str, issued: Arc<AtomicUsize>| {
-        let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-        println!("  server: {kind} → token #{n}");
-        Json(serde_json::json!({
-            "access_token": format!("access-{n}"),
-            "refresh_token": format!("refresh-{n}"),
-            "token_type": "bearer",
-            "expires_in": 2,
-        }))
-    };
-    let app = axum::Router::new()
-        .route(
-            "/auth/login",
-            post({
-                let issued = issued.clone();
-                move || async move { token("login", issued) }
-            }),
-        )
-        .route(
-            "/auth/refresh",
-            post({
-                let issued = issued.clone();
-                move || async move { token("refresh", issued) }
-            }),
-        )
-        .route(
-            "/api/me",
-            get(|headers: HeaderMap| async move {
-                match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-                    Some(auth) if auth.starts_with("Bearer access-") => (
-                        StatusCode::OK,
-                        format!(
-                            "hello, holder of token #{}",
-                            &auth["Bearer access-".len()..]
-                        ),
-                    ),
-                    _ => (StatusCode::UNAUTHORIZED, "who are you?".to_owned()),
+#[derive(Clone, Default)]
+struct Server {
+    base: Arc<Mutex<String>>,
+    /// The one refresh token that may be used next; every earlier one is
+    /// spent.
+    refresh_token: Arc<Mutex<Option<String>>>,
+    access_tokens: Arc<Mutex<HashSet<String>>>,
+    issued: Arc<AtomicUsize>,
+    logins: Arc<AtomicUsize>,
+    refreshes: Arc<AtomicUsize>,
+    reused: Arc<AtomicUsize>,
+}
+
+impl Server {
+    async fn start() -> Result<Server, BoxError> {
+        let server = Server::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        *server.base.lock().unwrap() = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(server.clone().serve(listener));
+        Ok(server)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.lock().unwrap())
+    }
+
+    fn logins(&self) -> usize {
+        self.logins.load(Ordering::SeqCst)
+    }
+
+    fn refreshes(&self) -> usize {
+        self.refreshes.load(Ordering::SeqCst)
+    }
+
+    fn reused(&self) -> usize {
+        self.reused.load(Ordering::SeqCst)
+    }
+
+    async fn serve(self, listener: tokio::net::TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let server = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, std::convert::Infallible>(server.answer(req).await) }
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let auth = req.headers().get("authorization").cloned();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        let body: serde_json::Value = body
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        match path.as_str() {
+            "/auth/token" => self.token(&body),
+            "/api/me" => {
+                let token = auth.as_ref().and_then(|v| v.to_str().ok());
+                let token = token.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+                if self.access_tokens.lock().unwrap().contains(token) {
+                    reply(StatusCode::OK, json!({"me": "demo"}))
+                } else {
+                    reply(StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"}))
                 }
+            }
+            _ => reply(StatusCode::NOT_FOUND, json!({})),
+        }
+    }
+
+    /// `POST /auth/token`: a login or a refresh, told apart by the body.
+    fn token(&self, body: &serde_json::Value) -> Response<Full<Bytes>> {
+        let mut current = self.refresh_token.lock().unwrap();
+        if body["grant_type"] == "refresh_token" {
+            if current.is_none() || body["refresh_token"] != json!(current.as_deref()) {
+                // A spent refresh token: revoke everything, as strict servers do.
+                self.reused.fetch_add(1, Ordering::SeqCst);
+                *current = None;
+                self.access_tokens.lock().unwrap().clear();
+                return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_grant"}));
+            }
+            self.refreshes.fetch_add(1, Ordering::SeqCst);
+        } else if body["username"] == "demo" && body["password"] == "demo-password" {
+            self.logins.fetch_add(1, Ordering::SeqCst);
+        } else {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "bad credentials"}),
+            );
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let (access, refresh) = (format!("access-{n}"), format!("refresh-{n}"));
+        self.access_tokens.lock().unwrap().insert(access.clone());
+        *current = Some(refresh.clone());
+        reply(
+            StatusCode::OK,
+            json!({
+                "access_token": access,
+                "refresh_token": refresh,
+                "token_type": "bearer",
+                "expires_in": 3,
             }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{addr}"))
+        )
+    }
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }

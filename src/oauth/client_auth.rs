@@ -38,6 +38,10 @@ pub enum ClientAuthMethod {
     /// `private_key_jwt`: a JWT signed with the client's private key, in
     /// `client_assertion` (RFC 7523 §2.2). Feature `private-key-jwt`.
     PrivateKeyJwt,
+    /// No client at all: nothing identifies a client in the request (a
+    /// custom endpoint whose login carries the user's own credentials; see
+    /// [`ClientAuth::anonymous`]). Not an OAuth 2.0 registry method.
+    Anonymous,
 }
 
 impl ClientAuthMethod {
@@ -48,6 +52,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::None => "none",
             ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            ClientAuthMethod::Anonymous => "anonymous",
         }
     }
 }
@@ -103,6 +108,7 @@ enum Credential {
     Basic(ClientSecret),
     Post(ClientSecret),
     None,
+    Anonymous,
     #[cfg(feature = "private-key-jwt")]
     PrivateKeyJwt(super::ClientAssertionKey),
 }
@@ -134,6 +140,22 @@ impl ClientAuth {
     /// `none`: a public client that sends only its `client_id`.
     pub fn none(client_id: impl Into<String>) -> Self {
         Self::with(client_id.into(), Credential::None)
+    }
+
+    /// No client at all: requests carry no client id and no client
+    /// credential. For a custom endpoint whose login carries the user's own
+    /// credentials ([`CustomGrant`](super::CustomGrant)); an RFC 6749
+    /// server wants a client id.
+    ///
+    /// ```
+    /// use tower_bearer::oauth::{ClientAuth, ClientAuthMethod};
+    ///
+    /// let auth = ClientAuth::anonymous();
+    /// assert_eq!(auth.method(), ClientAuthMethod::Anonymous);
+    /// assert_eq!(auth.client_id(), "");
+    /// ```
+    pub fn anonymous() -> Self {
+        Self::with(String::new(), Credential::Anonymous)
     }
 
     /// `private_key_jwt`: each token request carries a new JWT signed with
@@ -192,6 +214,7 @@ impl ClientAuth {
             Credential::Basic(_) => ClientAuthMethod::ClientSecretBasic,
             Credential::Post(_) => ClientAuthMethod::ClientSecretPost,
             Credential::None => ClientAuthMethod::None,
+            Credential::Anonymous => ClientAuthMethod::Anonymous,
             #[cfg(feature = "private-key-jwt")]
             Credential::PrivateKeyJwt(_) => ClientAuthMethod::PrivateKeyJwt,
         }
@@ -232,7 +255,7 @@ impl ClientAuth {
         secrets: &mut Vec<String>,
     ) -> Result<(), crate::Error> {
         match &self.credential {
-            Credential::Basic(_) => {}
+            Credential::Basic(_) | Credential::Anonymous => {}
             Credential::Post(secret) => {
                 form.append_pair("client_id", &self.client_id);
                 form.append_pair("client_secret", secret.secret());

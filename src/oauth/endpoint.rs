@@ -41,6 +41,94 @@ const RESERVED_PARAMS: &[&str] = &[
     "scope",
 ];
 
+/// The body of a custom endpoint's login or refresh
+/// ([`CustomGrant`](super::CustomGrant)): a JSON object, or form fields.
+///
+/// Sent as given, with `Content-Type: application/json` or
+/// `application/x-www-form-urlencoded`, plus what the endpoint's
+/// [`ClientAuth`] adds (an `Authorization` header, or fields; none for
+/// [`ClientAuth::anonymous`]). Every string in it counts as a secret: no
+/// error quotes one, and `Debug` shows the field names only (B8).
+///
+/// # Example
+///
+/// ```
+/// use tower_bearer::oauth::RequestBody;
+///
+/// let login = RequestBody::json(serde_json::json!({"username": "demo", "password": "hunter2"}));
+/// let form = RequestBody::form([("user", "demo"), ("pass", "hunter2")]);
+/// assert!(!format!("{login:?} {form:?}").contains("hunter2"));
+/// ```
+#[derive(Clone)]
+pub struct RequestBody(BodyRepr);
+
+#[derive(Clone)]
+enum BodyRepr {
+    Json(serde_json::Value),
+    Form(Vec<(String, String)>),
+}
+
+impl RequestBody {
+    /// A JSON body, usually an object. Client authentication that adds
+    /// fields (`post`, `none`, `private_key_jwt`) needs an object.
+    pub fn json(value: serde_json::Value) -> Self {
+        RequestBody(BodyRepr::Json(value))
+    }
+
+    /// A form body (`application/x-www-form-urlencoded`), fields in order.
+    pub fn form<I, K, V>(fields: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        RequestBody(BodyRepr::Form(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+
+    /// Every string value in it, for scrubbing (B8).
+    fn secrets(&self, out: &mut Vec<String>) {
+        fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::String(s) if !s.is_empty() => {
+                    super::client_auth::push_forms(out, s);
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                serde_json::Value::Object(map) => map.values().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        match &self.0 {
+            BodyRepr::Json(value) => walk(value, out),
+            BodyRepr::Form(fields) => {
+                for (_, value) in fields.iter().filter(|(_, v)| !v.is_empty()) {
+                    super::client_auth::push_forms(out, value);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            BodyRepr::Json(serde_json::Value::Object(map)) => f
+                .debug_tuple("RequestBody::json")
+                .field(&map.keys().collect::<Vec<_>>())
+                .finish(),
+            BodyRepr::Json(_) => f.write_str("RequestBody::json(..)"),
+            BodyRepr::Form(fields) => f
+                .debug_tuple("RequestBody::form")
+                .field(&fields.iter().map(|(k, _)| k).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
 /// Whether a token request asks for the configured `scope`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -187,12 +275,74 @@ impl TokenEndpoint {
         Ok(request)
     }
 
-    /// Sends a request built by [`request`](Self::request) and parses the
-    /// response. `secrets` are scrubbed from anything an error quotes.
+    /// A custom endpoint's request: `body` as given, plus the client
+    /// authentication. Its strings join `secrets`.
+    pub(crate) fn custom_request(
+        &self,
+        body: &RequestBody,
+        secrets: &mut Vec<String>,
+    ) -> Result<Request<Full<Bytes>>, Error> {
+        let inner = &*self.inner;
+        body.secrets(secrets);
+        // The client authentication's fields, if its method has any.
+        let mut auth = form_urlencoded::Serializer::new(String::new());
+        inner
+            .client_auth
+            .append_form(&mut auth, &inner.url, secrets)?;
+        let auth = auth.finish();
+        let auth_fields = form_urlencoded::parse(auth.as_bytes());
+        let (content_type, bytes) = match &body.0 {
+            BodyRepr::Json(value) => {
+                let mut value = value.clone();
+                if auth_fields.clone().next().is_some() {
+                    let serde_json::Value::Object(object) = &mut value else {
+                        return Err(Error::permanent(
+                            "this client authentication adds fields, which needs a JSON object body",
+                        ));
+                    };
+                    for (name, field) in auth_fields {
+                        object.insert(name.into_owned(), field.into_owned().into());
+                    }
+                }
+                let bytes = serde_json::to_vec(&value)
+                    .map_err(|_| Error::permanent("could not encode the token request"))?;
+                ("application/json", bytes)
+            }
+            BodyRepr::Form(fields) => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in fields {
+                    form.append_pair(name, value);
+                }
+                form.extend_pairs(auth_fields);
+                (
+                    "application/x-www-form-urlencoded",
+                    form.finish().into_bytes(),
+                )
+            }
+        };
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(inner.uri.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, inner.user_agent.clone())
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|_| Error::permanent("could not build the token request"))?;
+        if let Some(authorization) = inner.client_auth.authorization() {
+            request.headers_mut().insert(AUTHORIZATION, authorization);
+        }
+        Ok(request)
+    }
+
+    /// Sends a request built by [`request`](Self::request) or
+    /// [`custom_request`](Self::custom_request) and parses the response.
+    /// `secrets` are scrubbed from anything an error quotes; `fields` are
+    /// the (standard, endpoint's) names of renamed response fields.
     pub(crate) async fn exchange(
         &self,
         request: Request<Full<Bytes>>,
         secrets: &[String],
+        fields: &[(&'static str, String)],
     ) -> Result<Token, Error> {
         let inner = &*self.inner;
         let send = inner.transport.send(request, inner.max_response_size);
@@ -203,7 +353,7 @@ impl TokenEndpoint {
             None => send.await?,
         };
         let (parts, body) = response.into_parts();
-        response::parse(parts.status, &parts.headers, &body, secrets)
+        response::parse(parts.status, &parts.headers, &body, secrets, fields)
     }
 
     /// The client secret in every encoding it is sent in.
@@ -437,7 +587,9 @@ impl TokenEndpointBuilder {
             _ => return Err(ConfigError::new("the token URL must be http or https")),
         };
         self.client_auth.check()?;
-        if self.client_auth.client_id().is_empty() {
+        if self.client_auth.client_id().is_empty()
+            && self.client_auth.method() != super::ClientAuthMethod::Anonymous
+        {
             return Err(ConfigError::new("the client id is empty"));
         }
         if let Some((name, _)) = self

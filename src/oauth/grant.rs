@@ -7,9 +7,16 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::endpoint::{Scope, TokenEndpoint};
-use super::password::Password;
+use std::sync::Arc;
+
+use super::endpoint::{RequestBody, Scope, TokenEndpoint};
+use crate::token::secret_newtype;
 use crate::{Error, OAuthErrorCode, RefreshToken, Token};
+
+secret_newtype!(
+    /// A resource owner's password (RFC 6749 §4.3).
+    Password
+);
 
 /// How many spent refresh tokens a grant remembers, to never send one
 /// again. The cache's `previous` token is at most one rotation behind the
@@ -71,6 +78,8 @@ pub(crate) enum Primary {
         username: String,
         password: Password,
     },
+    /// A custom endpoint's login: a body of the user's making.
+    Login(RequestBody),
 }
 
 impl Primary {
@@ -78,8 +87,28 @@ impl Primary {
         match self {
             Primary::ClientCredentials => "client_credentials",
             Primary::Password { .. } => "password",
+            Primary::Login(_) => "login",
         }
     }
+}
+
+/// Makes the body of a custom endpoint's refresh from the refresh token.
+pub(crate) type RefreshBody = Arc<dyn Fn(&RefreshToken) -> RequestBody + Send + Sync>;
+
+/// How a grant's requests are made.
+#[derive(Clone, Default)]
+pub(crate) enum Requests {
+    /// RFC 6749 forms, for the standard grants.
+    #[default]
+    Standard,
+    /// A custom endpoint's: refreshes (if it has any) with bodies from the
+    /// function, responses with these fields renamed (standard name, the
+    /// endpoint's name). A refresh answered 400 or 401 counts as refused,
+    /// like `invalid_grant`: custom endpoints seldom say `invalid_grant`.
+    Custom {
+        refresh: Option<RefreshBody>,
+        fields: Vec<(&'static str, String)>,
+    },
 }
 
 /// The refresh-token bookkeeping of B5, behind a mutex that is never held
@@ -110,6 +139,7 @@ impl RefreshState {
 pub(crate) struct GrantCore {
     endpoint: TokenEndpoint,
     primary: Option<Primary>,
+    requests: Requests,
     state: Mutex<RefreshState>,
     counters: Counters,
 }
@@ -120,9 +150,19 @@ impl GrantCore {
         primary: Option<Primary>,
         refresh_token: Option<RefreshToken>,
     ) -> Self {
+        Self::with_requests(endpoint, primary, refresh_token, Requests::Standard)
+    }
+
+    pub(crate) fn with_requests(
+        endpoint: TokenEndpoint,
+        primary: Option<Primary>,
+        refresh_token: Option<RefreshToken>,
+        requests: Requests,
+    ) -> Self {
         GrantCore {
             endpoint,
             primary,
+            requests,
             state: Mutex::new(RefreshState {
                 current: refresh_token,
                 ..RefreshState::default()
@@ -168,9 +208,11 @@ impl GrantCore {
     /// One attempt: a refresh when there is a refresh token, the primary
     /// grant otherwise or after `invalid_grant`.
     pub(crate) async fn fetch(&self, previous: Option<&Token>) -> Result<Token, Error> {
-        if let Some(refresh_token) = self.next_refresh_token(previous) {
+        if let Some(refresh_token) = self.next_refresh_token(previous)
+            && self.can_refresh()
+        {
             match self.refresh(&refresh_token).await {
-                Err(error) if is_invalid_grant(&error) => {
+                Err(error) if self.refused(&error) => {
                     let mut state = self.lock();
                     if state.current.as_ref() == Some(&refresh_token) {
                         state.current = None;
@@ -184,7 +226,7 @@ impl GrantCore {
                     bump(&self.counters.fallbacks);
                     tracing::info!(
                         grant = self.primary.as_ref().map_or("", Primary::name),
-                        "refresh token refused (invalid_grant); falling back to the primary grant"
+                        "refresh token refused; falling back to the primary grant"
                     );
                 }
                 other => return other,
@@ -216,22 +258,59 @@ impl GrantCore {
             .or_else(|| state.current.clone())
     }
 
+    /// Whether this grant can refresh at all: a custom endpoint may have
+    /// no refresh.
+    fn can_refresh(&self) -> bool {
+        match &self.requests {
+            Requests::Standard => true,
+            Requests::Custom { refresh, .. } => refresh.is_some(),
+        }
+    }
+
+    /// Whether a refresh's failure refuses its refresh token (B5).
+    fn refused(&self, error: &Error) -> bool {
+        is_invalid_grant(error)
+            || matches!(self.requests, Requests::Custom { .. })
+                && error
+                    .http_status()
+                    .is_some_and(|s| s.as_u16() == 400 || s.as_u16() == 401)
+    }
+
+    /// Response fields the endpoint names otherwise.
+    fn fields(&self) -> &[(&'static str, String)] {
+        match &self.requests {
+            Requests::Standard => &[],
+            Requests::Custom { fields, .. } => fields,
+        }
+    }
+
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Token, Error> {
         let mut secrets = Vec::new();
         self.endpoint.secret_forms(&mut secrets);
-        let request = self.endpoint.request(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token.secret()),
-            ],
-            Scope::AsGranted,
-            &mut secrets,
-        )?;
         super::client_auth::push_forms(&mut secrets, refresh_token.secret());
+        let request = match &self.requests {
+            Requests::Custom {
+                refresh: Some(body),
+                ..
+            } => self
+                .endpoint
+                .custom_request(&body(refresh_token), &mut secrets)?,
+            _ => self.endpoint.request(
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.secret()),
+                ],
+                Scope::AsGranted,
+                &mut secrets,
+            )?,
+        };
         bump(&self.counters.requests);
         bump(&self.counters.refreshes);
         tracing::debug!(grant = "refresh_token", "token request");
-        let token = self.endpoint.exchange(request, &secrets).await?;
+        let token = self
+            .endpoint
+            .exchange(request, &secrets, self.fields())
+            .await?;
 
         let mut state = self.lock();
         let token = match token.refresh_token() {
@@ -276,11 +355,15 @@ impl GrantCore {
                     &mut secrets,
                 )?
             }
+            Primary::Login(body) => self.endpoint.custom_request(body, &mut secrets)?,
         };
         bump(&self.counters.requests);
         bump(&self.counters.primary);
         tracing::debug!(grant = primary.name(), "token request");
-        let token = self.endpoint.exchange(request, &secrets).await?;
+        let token = self
+            .endpoint
+            .exchange(request, &secrets, self.fields())
+            .await?;
 
         let mut state = self.lock();
         let replaced = match token.refresh_token() {

@@ -44,7 +44,9 @@
 //!   `scope`, `audience`, `resource` and other parameters, timeout, response
 //!   size cap, and the [`transport`].
 //! * Grants: [`ClientCredentialsGrant`], [`PasswordGrant`],
-//!   [`RefreshTokenGrant`]. Each makes *one* attempt per call; the
+//!   [`RefreshTokenGrant`], and [`CustomGrant`] for an endpoint whose
+//!   requests are its own (a JSON login, say) but whose tokens follow the
+//!   same rules. Each makes *one* attempt per call; the
 //!   [`TokenCache`](crate::TokenCache) retries, with backoff, what is
 //!   transient (B4). Refresh tokens are used, rotated and kept as B5 says
 //!   (see [`GrantStats`] for the counters).
@@ -111,6 +113,7 @@
 mod assertion;
 mod client_auth;
 mod client_credentials;
+mod custom;
 mod endpoint;
 mod grant;
 #[cfg(feature = "hyper-client")]
@@ -125,10 +128,11 @@ pub mod transport;
 pub use self::assertion::{ASSERTION_LIFETIME, ClientAssertionKey};
 pub use self::client_auth::{ClientAuth, ClientAuthMethod, ClientSecret};
 pub use self::client_credentials::ClientCredentialsGrant;
+pub use self::custom::{CustomGrant, CustomGrantBuilder};
 pub use self::endpoint::{
-    DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_TIMEOUT, TokenEndpoint, TokenEndpointBuilder,
+    DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_TIMEOUT, RequestBody, TokenEndpoint, TokenEndpointBuilder,
 };
-pub use self::grant::GrantStats;
-pub use self::password::{Password, PasswordGrant};
+pub use self::grant::{GrantStats, Password};
+pub use self::password::PasswordGrant;
 pub use self::refresh_token::RefreshTokenGrant;
 pub use self::response::{MAX_EXPIRES_IN, parse_token_response};

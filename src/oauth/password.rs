@@ -3,13 +3,7 @@
 use std::sync::Arc;
 
 use super::endpoint::TokenEndpoint;
-use super::grant::{GrantCore, Primary, grant_handle};
-use crate::token::secret_newtype;
-
-secret_newtype!(
-    /// A resource owner's password (RFC 6749 §4.3).
-    Password
-);
+use super::grant::{GrantCore, Password, Primary, grant_handle};
 
 /// A [`TokenSource`](crate::TokenSource) for the password grant.
 ///

@@ -104,18 +104,29 @@ pub fn parse_token_response(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Token, Error> {
-    parse(status, headers, body, &[])
+    parse(status, headers, body, &[], &[])
 }
 
-/// [`parse_token_response`], scrubbing `secrets` from anything quoted.
+/// [`parse_token_response`], scrubbing `secrets` from anything quoted, with
+/// the response's fields named `fields[i].1` read as `fields[i].0`.
 pub(crate) fn parse(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
     secrets: &[String],
+    fields: &[(&'static str, String)],
 ) -> Result<Token, Error> {
     let object = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Some(object),
+        Ok(Value::Object(mut object)) => {
+            for (standard, theirs) in fields {
+                let value = object.remove(theirs.as_str());
+                object.remove(*standard);
+                if let Some(value) = value {
+                    object.insert((*standard).to_owned(), value);
+                }
+            }
+            Some(object)
+        }
         _ => None,
     };
     let retry_after = retry_after(headers);
@@ -691,13 +702,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
         let page = b"<title>bad secret hunter2</title>";
-        let err = parse(StatusCode::BAD_GATEWAY, &headers, page, &secrets).unwrap_err();
+        let err = parse(StatusCode::BAD_GATEWAY, &headers, page, &secrets, &[]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("[redacted]"), "{err}");
 
         let body =
             br#"{"error":"invalid_client","error_description":"secret s3cr3t%20x is wrong"}"#;
-        let err = parse(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body, &secrets).unwrap_err();
+        let err = parse(
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            body,
+            &secrets,
+            &[],
+        )
+        .unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 
@@ -737,6 +755,7 @@ mod tests {
             &headers,
             page.as_bytes(),
             &[secret],
+            &[],
         )
         .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
@@ -748,7 +767,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
         let page = b"<title>bad s3cr3t&amp;amp=eq&lt;x&#62;</title>";
-        let err = parse(StatusCode::FORBIDDEN, &headers, page, &secrets).unwrap_err();
+        let err = parse(StatusCode::FORBIDDEN, &headers, page, &secrets, &[]).unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
         assert!(err.to_string().contains("\"bad [redacted]\""), "{err}");
     }
