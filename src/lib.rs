@@ -156,6 +156,7 @@ pub mod reject;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
+pub mod retry;
 pub mod route;
 pub mod source;
 pub mod store;
