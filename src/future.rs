@@ -14,19 +14,21 @@ use std::time::Duration;
 
 use bytes::Buf;
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::TryCloneBody;
 use crate::cache::read::Local;
+use crate::challenge::Challenges;
 use crate::copy::Head;
 #[doc(hidden)]
 pub use crate::copy::{NoCopy, Replay, Slot};
-use crate::reject::{Classify, OnRejection, RetryOnce, Verdict};
+use crate::proof::Proofs;
+use crate::reject::{Classify, OnRejection, RetryOnce, StepUp, Verdict};
 use crate::source::BoxFuture;
-use crate::{BoxError, TokenCache};
+use crate::{BoxError, TokenCache, TokenParams};
 
 pin_project! {
     /// Response future for [`AuthService`](crate::AuthService).
@@ -62,6 +64,9 @@ pub(crate) struct Sent<S, B, C, R: OnRejection> {
     /// copy of the request for the one retry; `None` when the body cannot
     /// be replayed. Nothing with [`Return`](crate::reject::Return).
     pub(crate) replay: R::Copy<S, B>,
+    /// For a DPoP-bound token, the request's URI: the origin whose
+    /// `DPoP-Nonce` the response may update.
+    pub(crate) proved_for: Option<Box<Uri>>,
 }
 
 impl<S, B, C, R> ResponseFuture<S, B, C, R>
@@ -113,15 +118,19 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let rejected = this.sent.as_ref().is_some_and(|sent| {
-                        sent.classify
-                            .classify(response.status(), response.headers())
-                            == Verdict::Rejected
-                    });
-                    if !rejected {
+                    let Some(sent) = this.sent.as_ref() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if let Some(uri) = &sent.proved_for {
+                        observe_nonce(sent.token.proofs.as_ref(), uri, response.headers());
+                    }
+                    let verdict = sent
+                        .classify
+                        .classify(response.status(), response.headers());
+                    if matches!(verdict, Verdict::Accepted) {
                         return Poll::Ready(Ok(response));
                     }
-                    match rejection(response, this.sent.take()) {
+                    match rejection(response, verdict, this.sent.take()) {
                         Ok(response) => return Poll::Ready(Ok(response)),
                         Err(retry) => this.state.set(State::Boxed { fut: retry }),
                     }
@@ -132,14 +141,15 @@ where
     }
 }
 
-/// A response that rejected the token a request was sent with (B6):
-/// invalidates that token, and returns the response, or the retry to
-/// await instead.
+/// A response whose verdict is not [`Verdict::Accepted`]: invalidates a
+/// rejected token (B6), and returns the response, or the retry to await
+/// instead.
 #[cold]
 #[inline(never)]
 #[allow(clippy::type_complexity)]
 fn rejection<S, B, C, R, ResB>(
     response: Response<ResB>,
+    verdict: Verdict,
     sent: Option<Sent<S, B, C, R>>,
 ) -> Result<Response<ResB>, BoxFuture<'static, Result<Response<ResB>, BoxError>>>
 where
@@ -154,12 +164,12 @@ where
     let Some(sent) = sent else {
         return Ok(response);
     };
-    // B6: invalidate the token we sent, and only that one.
     let Some(cache) = TokenCache::of(&sent.token) else {
-        return Ok(response);
+        return Ok(with_challenges(response));
     };
-    cache.record_rejection();
-    cache.invalidate_generation(sent.token.generation);
+    let Some(next) = decide(&cache, verdict, sent.token.generation, &sent.token.header) else {
+        return Ok(with_challenges(response));
+    };
     let Some(Replay {
         service,
         head,
@@ -167,11 +177,7 @@ where
         release_wait,
     }) = sent.replay.into_replay()
     else {
-        return Ok(response);
-    };
-    let rejected = Rejected {
-        generation: sent.token.generation,
-        header: sent.token.header.clone(),
+        return Ok(with_challenges(response));
     };
     Err(Box::pin(retry(
         response,
@@ -182,9 +188,52 @@ where
             release_wait,
         },
         cache,
-        rejected,
+        next,
         sent.classify,
     )))
+}
+
+/// What a verdict other than `Accepted` asks for, after invalidating a
+/// rejected token (B6): a retry with a new token, a retry with a stepped-up
+/// token, or nothing (`None`: return the response).
+fn decide(
+    cache: &TokenCache,
+    verdict: Verdict,
+    generation: u64,
+    header: &HeaderValue,
+) -> Option<Next> {
+    match verdict {
+        Verdict::Rejected => {
+            // B6: invalidate the token we sent, and only that one.
+            cache.record_rejection();
+            cache.invalidate_generation(generation);
+            Some(Next::NewToken(Rejected {
+                generation,
+                header: header.clone(),
+            }))
+        }
+        Verdict::StepUp(step_up) => Some(Next::StepUp(step_up)),
+        Verdict::Retry => Some(Next::SameToken),
+        Verdict::Accepted | Verdict::Denied => None,
+    }
+}
+
+/// Keeps the `DPoP-Nonce` a response gave for the origin of `uri`.
+#[cold]
+fn observe_nonce(proofs: Option<&Proofs>, uri: &Uri, headers: &http::HeaderMap) {
+    if let Some(proofs) = proofs {
+        proofs.observe(uri, headers);
+    }
+}
+
+/// A response returned to the caller after a verdict other than
+/// `Accepted`, with its challenges in its extensions.
+fn with_challenges<B>(mut response: Response<B>) -> Response<B> {
+    let challenges = Challenges::from_headers(response.headers());
+    if !challenges.is_empty() {
+        response.extensions_mut().insert(challenges);
+    }
+    response
 }
 
 /// What the retry sends, and with what.
@@ -193,6 +242,16 @@ struct Copy<S, B> {
     head: Head,
     body: B,
     release_wait: Duration,
+}
+
+/// What the retry's token is.
+enum Next {
+    /// A new token from the same cache, other than the rejected one.
+    NewToken(Rejected),
+    /// A token from the variant for the request's parameters stepped up.
+    StepUp(StepUp),
+    /// The cache's current token (the same one, usually) with a new proof.
+    SameToken,
 }
 
 /// The token a rejection was for.
@@ -228,45 +287,56 @@ where
     };
     req.headers_mut()
         .insert(AUTHORIZATION, current.header.clone());
+    let uri = match &current.proofs {
+        Some(proofs) => {
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            proofs.attach(&method, &uri, req.headers_mut())?;
+            Some(uri)
+        }
+        None => None,
+    };
     ready_service(&mut service).await?;
     let response = service.call(req).await.map_err(Into::into)?;
-    if classify.classify(response.status(), response.headers()) == Verdict::Accepted {
+    if let Some(uri) = &uri {
+        observe_nonce(current.proofs.as_ref(), uri, response.headers());
+    }
+    let verdict = classify.classify(response.status(), response.headers());
+    if matches!(verdict, Verdict::Accepted) {
         return Ok(response);
     }
-    // B6: invalidate the token we sent, and only that one.
-    cache.record_rejection();
-    cache.invalidate_generation(current.generation);
+    let Some(next) = decide(&cache, verdict, current.generation, &current.header) else {
+        return Ok(with_challenges(response));
+    };
     match replay {
         Some((head, body)) => {
-            let rejected = Rejected {
-                generation: current.generation,
-                header: current.header,
-            };
             let copy = Copy {
                 service,
                 head,
                 body,
                 release_wait,
             };
-            retry(response, copy, cache, rejected, classify).await
+            retry(response, copy, cache, next, classify).await
         }
-        None => Ok(response),
+        None => Ok(with_challenges(response)),
     }
 }
 
-/// The one retry after a rejection (B6). Returns the rejection unchanged
-/// when the body cannot be replayed after all, when no new token can be had
-/// (among other reasons, while the rejection throttle holds), or when the
-/// "new" token is the rejected value again.
+/// The one retry after a rejection (B6) or for a step-up. Returns the
+/// response unchanged (with its challenges) when the body cannot be
+/// replayed after all, when no new token can be had (among other reasons,
+/// while the rejection throttle holds, or when the source cannot ask for
+/// the step-up's parameters), or when the "new" token is the rejected
+/// value again.
 ///
-/// A rejection of the retry invalidates the retry's token in its turn, like
-/// any rejection; the throttle keeps an API that rejects every token from
-/// costing a token request per request.
+/// The retry's own response is returned whatever it says: a request is
+/// sent at most twice. A rejection of the retry invalidates the retry's
+/// token in its turn, like any rejection; the throttle keeps an API that
+/// rejects every token from costing a token request per request.
 async fn retry<S, B, C, ResB>(
-    rejected: Response<ResB>,
+    first: Response<ResB>,
     copy: Copy<S, B>,
     cache: TokenCache,
-    token: Rejected,
+    next: Next,
     classify: C,
 ) -> Result<Response<ResB>, BoxError>
 where
@@ -298,35 +368,84 @@ where
         }
         if !body.is_replayable() {
             tracing::debug!("rejected request body cannot be replayed; returning the rejection");
-            return Ok(rejected);
+            return Ok(with_challenges(first));
         }
     }
-    let current = match cache.acquire(Some(token.generation)).await {
-        Ok(current) => current,
-        Err(error) => {
-            tracing::debug!(%error, "no new token for the retry; returning the rejection");
-            return Ok(rejected);
+    let (source, current) = match next {
+        Next::NewToken(rejected) => {
+            let current = match cache.acquire(Some(rejected.generation)).await {
+                Ok(current) => current,
+                Err(error) => {
+                    tracing::debug!(%error, "no new token for the retry; returning the rejection");
+                    return Ok(with_challenges(first));
+                }
+            };
+            if current.header == rejected.header {
+                tracing::debug!("the new token is the rejected one; returning the rejection");
+                return Ok(with_challenges(first));
+            }
+            (cache.clone(), current)
         }
+        Next::StepUp(step_up) => {
+            let params = match head.params() {
+                Some(params) => step_up.apply(params),
+                None => step_up.apply(&TokenParams::new()),
+            };
+            let Some(variant) = cache.variant(&params) else {
+                tracing::debug!(
+                    "the token source cannot ask for the step-up's parameters; returning the response"
+                );
+                return Ok(with_challenges(first));
+            };
+            match variant.acquire(None).await {
+                Ok(current) => (variant, current),
+                Err(error) => {
+                    tracing::debug!(%error, "no token for the step-up; returning the response");
+                    return Ok(with_challenges(first));
+                }
+            }
+        }
+        Next::SameToken => match cache.acquire(None).await {
+            Ok(current) => (cache.clone(), current),
+            Err(error) => {
+                tracing::debug!(%error, "no token for the retry; returning the response");
+                return Ok(with_challenges(first));
+            }
+        },
     };
-    if current.header == token.header {
-        tracing::debug!("the new token is the rejected one; returning the rejection");
-        return Ok(rejected);
-    }
-    let Some(request) = head.into_request(body, current.header) else {
-        return Ok(rejected);
+    let Some(mut request) = head.into_request(body, current.header.clone()) else {
+        return Ok(with_challenges(first));
     };
-    discard(rejected);
+    let uri = match &current.proofs {
+        Some(proofs) => {
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            if let Err(error) = proofs.attach(&method, &uri, request.headers_mut()) {
+                tracing::debug!(%error, "no proof for the retry; returning the response");
+                return Ok(with_challenges(first));
+            }
+            Some(uri)
+        }
+        None => None,
+    };
+    discard(first);
     cache.record_retry();
     // NOTE: the service's readiness was used by the first call (or this is a
     // clone that was never polled); poll it again before sending.
     ready_service(&mut service).await?;
     let response = service.call(request).await.map_err(Into::into)?;
-    if classify.classify(response.status(), response.headers()) == Verdict::Rejected {
-        // B6: the retry's token is invalidated too.
-        cache.record_rejection();
-        cache.invalidate_generation(current.generation);
+    if let Some(uri) = &uri {
+        observe_nonce(current.proofs.as_ref(), uri, response.headers());
     }
-    Ok(response)
+    match classify.classify(response.status(), response.headers()) {
+        Verdict::Accepted => Ok(response),
+        Verdict::Rejected => {
+            // B6: the retry's token is invalidated too.
+            source.record_rejection();
+            source.invalidate_generation(current.generation);
+            Ok(with_challenges(response))
+        }
+        Verdict::Denied | Verdict::StepUp(_) | Verdict::Retry => Ok(with_challenges(response)),
+    }
 }
 
 /// At most this much of a rejected response's body is read before it is

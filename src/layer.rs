@@ -109,8 +109,9 @@ use crate::body::{DEFAULT_RELEASE_WAIT, TryCloneBody};
 use crate::cache::read::Local;
 use crate::future::Slot;
 use crate::future::{self, ResponseFuture};
+use crate::proof::Proofs;
 use crate::reject::{Classify, OnRejection, RetryOnce, Standard};
-use crate::{BoxError, TokenCache};
+use crate::{BoxError, Error, TokenCache, TokenParams};
 
 /// Applies [`AuthService`] to a service: a layer over one [`TokenCache`].
 ///
@@ -155,7 +156,7 @@ impl AuthLayer {
     pub fn new(cache: TokenCache) -> Self {
         AuthLayer {
             cache,
-            classify: Standard,
+            classify: Standard::new(),
             on_rejection: RetryOnce,
             release_wait: DEFAULT_RELEASE_WAIT,
         }
@@ -344,6 +345,30 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         &self,
         inner: &mut S,
         seen: &mut Option<Arc<Local>>,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        // A request that asks for a token of its own kind: no extensions at
+        // all is one pointer test.
+        if req.extensions().get::<TokenParams>().is_some() {
+            return self.call_with_params(inner, req);
+        }
+        self.call_on(&self.cache, inner, seen, req)
+    }
+
+    /// [`call`](Self::call) with the token from `cache`.
+    #[inline]
+    fn call_on<S, B, ResB>(
+        &self,
+        cache: &TokenCache,
+        inner: &mut S,
+        seen: &mut Option<Arc<Local>>,
         mut req: Request<B>,
     ) -> ResponseFuture<S, B, C, R>
     where
@@ -354,8 +379,8 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         ResB: http_body::Body + Send + 'static,
     {
         // B1: checked against the clock now; no lock, no allocation.
-        let Some(token) = self.cache.read(seen) else {
-            return self.call_without_token(inner, req);
+        let Some(token) = cache.read(seen) else {
+            return self.call_without_token(cache, inner, req);
         };
         // B7: a request that carries its own credentials is not ours. One
         // map operation on the common path (`append` returns whether the
@@ -367,6 +392,17 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             remove_appended_authorization(req.headers_mut());
             return ResponseFuture::passthrough(inner.call(req));
         }
+        // DPoP: a proof per request, made here (the only cost of its kind
+        // on this path, and only for DPoP-bound tokens).
+        let proved_for = match &token.proofs {
+            Some(proofs) => match prove(proofs, &mut req) {
+                Ok(uri) => Some(uri),
+                Err(error) => {
+                    return ResponseFuture::acquiring(std::future::ready(Err(error.into())));
+                }
+            },
+            None => None,
+        };
         // The copy for the one retry, taken before the body is sent.
         let replay = R::Copy::capture(inner, &req, self.release_wait);
         // `inner` was polled ready; use it, and leave it in place.
@@ -377,8 +413,41 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
                 token,
                 classify: self.classify.clone(),
                 replay,
+                proved_for,
             },
         )
+    }
+
+    /// A request with [`TokenParams`]: the token from the cache's variant
+    /// for them (a lock and a hash of the parameters, per request).
+    #[cold]
+    #[inline(never)]
+    fn call_with_params<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        let variant = req
+            .extensions()
+            .get::<TokenParams>()
+            .and_then(|params| self.cache.variant(params));
+        match variant {
+            Some(variant) => self.call_on(&variant, inner, &mut None, req),
+            None if req.headers().contains_key(AUTHORIZATION) => {
+                ResponseFuture::passthrough(inner.call(req))
+            }
+            None => ResponseFuture::acquiring(std::future::ready(Err(Error::permanent(
+                "the request asks for token parameters the token source cannot ask for",
+            )
+            .into()))),
+        }
     }
 
     /// No usable token: pass a request with its own `Authorization` through,
@@ -387,6 +456,7 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
     #[inline(never)]
     fn call_without_token<S, B, ResB>(
         &self,
+        cache: &TokenCache,
         inner: &mut S,
         req: Request<B>,
     ) -> ResponseFuture<S, B, C, R>
@@ -413,11 +483,21 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         ResponseFuture::acquiring(future::acquire_then_call::<_, _, _, R, _>(
             clone,
             req,
-            self.cache.clone(),
+            cache.clone(),
             self.classify.clone(),
             self.release_wait,
         ))
     }
+}
+
+/// Adds a DPoP proof to `req`; returns its URI, for the nonce of the
+/// response.
+#[cold]
+#[inline(never)]
+fn prove<B>(proofs: &Proofs, req: &mut Request<B>) -> Result<Box<http::Uri>, Error> {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    proofs.attach(&method, &uri, req.headers_mut())?;
+    Ok(Box::new(uri))
 }
 
 /// Takes out the `Authorization` value `call` appended (the last one) from a

@@ -143,15 +143,21 @@ mod macros;
 
 pub mod body;
 pub mod cache;
+pub mod challenge;
 #[doc = include_str!("../docs/contract.md")]
 pub mod contract {}
 mod copy;
+#[cfg(feature = "dpop")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+pub mod dpop;
 pub mod error;
 pub mod future;
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}
 pub mod layer;
 pub mod oauth;
+pub mod params;
+mod proof;
 pub mod reject;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -169,5 +175,6 @@ pub mod tonic;
 pub use crate::cache::{CacheStats, TokenCache, TokenCacheBuilder};
 pub use crate::error::{BoxError, ConfigError, Error, ErrorKind, OAuthError, OAuthErrorCode};
 pub use crate::layer::{AuthLayer, AuthService};
+pub use crate::params::TokenParams;
 pub use crate::source::TokenSource;
 pub use crate::token::{AccessToken, RefreshToken, Token, TokenType};

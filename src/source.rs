@@ -28,7 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Error, Token};
+use crate::{Error, Token, TokenParams};
 
 /// A boxed, `Send` future, as [`TokenSource::fetch`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -88,17 +88,50 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait TokenSource: Send + Sync + 'static {
     /// Makes one attempt to get a token.
     fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>>;
+
+    /// A source of its own for tokens made with `params` (a scope, an
+    /// audience, resources, a claims request) instead of this source's own
+    /// request, or `None` when this source cannot ask for them (the
+    /// default).
+    ///
+    /// [`TokenCache::variant`](crate::TokenCache::variant) calls it once
+    /// per distinct set of parameters, and drives the new source like any
+    /// other: it must not share a refresh token with this one. The built-in
+    /// client credentials and password grants implement it: the new
+    /// grant's token requests carry `params` (the scope replaced, or added
+    /// to with [`TokenParams::with_scope_added`]; `audience`, `resource`
+    /// and `claims` sent on every request, refreshes included).
+    ///
+    /// ```
+    /// use tower_bearer::source::{StaticToken, TokenSource};
+    /// use tower_bearer::TokenParams;
+    ///
+    /// let source = StaticToken::new("k");
+    /// assert!(source.with_params(&TokenParams::new().scope("admin")).is_none());
+    /// ```
+    fn with_params(&self, params: &TokenParams) -> Option<Arc<dyn TokenSource>> {
+        let _ = params;
+        None
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
         (**self).fetch(previous)
     }
+
+    fn with_params(&self, params: &TokenParams) -> Option<Arc<dyn TokenSource>> {
+        (**self).with_params(params)
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     fn fetch<'a>(&'a self, previous: Option<&'a Token>) -> BoxFuture<'a, Result<Token, Error>> {
         (**self).fetch(previous)
+    }
+
+    fn with_params(&self, params: &TokenParams) -> Option<Arc<dyn TokenSource>> {
+        (**self).with_params(params)
     }
 }
 

@@ -105,8 +105,10 @@ pub enum TokenType {
     /// RFC 6750 bearer tokens, sent as `Bearer <token>`. The default.
     #[default]
     Bearer,
-    /// RFC 9449 DPoP-bound tokens, sent as `DPoP <token>`. Sending one needs a
-    /// DPoP proof as well, which this crate does not create yet.
+    /// RFC 9449 DPoP-bound tokens, sent as `DPoP <token>` with a proof made
+    /// by the key the token is bound to (feature `dpop`, see
+    /// [`Token::with_dpop`]). A DPoP token with no key is refused by the
+    /// cache, never sent.
     DPoP,
     /// Any other type, kept as the server spelled it.
     Other(String),
@@ -175,6 +177,9 @@ pub struct Token {
     expires_at: Option<Instant>,
     scope: Option<String>,
     extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// The key a DPoP-bound token is proved with.
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl Token {
@@ -188,6 +193,8 @@ impl Token {
             expires_at: None,
             scope: None,
             extra: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 
@@ -234,6 +241,33 @@ impl Token {
     pub fn with_token_type(mut self, token_type: TokenType) -> Self {
         self.token_type = token_type;
         self
+    }
+
+    /// Binds the token to a DPoP key (RFC 9449), for a source of your own
+    /// that got a DPoP token: requests then carry a proof made with `dpop`.
+    /// The token type should be [`TokenType::DPoP`]; the built-in grants
+    /// do this themselves when their endpoint has a key.
+    ///
+    /// ```
+    /// use tower_bearer::{dpop::Dpop, Token, TokenType};
+    ///
+    /// let dpop = Dpop::generate()?;
+    /// let token = Token::new("t0k3n").with_token_type(TokenType::DPoP).with_dpop(dpop.clone());
+    /// assert_eq!(token.dpop().map(Dpop::thumbprint), Some(dpop.thumbprint()));
+    /// # Ok::<_, tower_bearer::ConfigError>(())
+    /// ```
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn with_dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    /// The DPoP key the token is bound to, if any.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref()
     }
 
     /// Sets the granted scope, as the server returned it.

@@ -67,6 +67,18 @@
 //! cap, or when the channel was still sending it as the rejection arrived
 //! and did not let go of it within the release wait (see below).
 //!
+//! # Errors
+//!
+//! A call that cannot get a token fails with a `tonic::Status` (boxed in
+//! the [`BoxError`], where a generated client finds it): a transient token
+//! failure (the token endpoint down or slow, a 5xx, a 429) is
+//! `Code::Unavailable`, which retry policies treat as retryable, and a
+//! permanent one (`invalid_client`, `invalid_grant`, a 4xx, a response
+//! that is not a token) is `Code::Unauthenticated`. The message is the
+//! [`Error`](crate::Error)'s display, which never holds a secret, and the
+//! `Error` is the status's `source()`. The channel's own errors are passed
+//! on as they are.
+//!
 //! # The release wait
 //!
 //! A gRPC server that rejects a call answers before it reads the request,
@@ -175,7 +187,7 @@ impl AuthChannelLayer {
     pub fn new(cache: TokenCache) -> Self {
         AuthChannelLayer {
             auth: AuthLayer::new(cache),
-            classify: Standard,
+            classify: Standard::new(),
             cap: DEFAULT_REPLAY_CAP,
             release_wait: DEFAULT_RELEASE_WAIT,
         }
@@ -267,8 +279,9 @@ impl<S, C: Clone, R: OnRejection> Layer<S> for AuthChannelLayer<C, R> {
 /// [module documentation](self).
 ///
 /// `Clone` when the channel is; fails with [`BoxError`], which a generated
-/// client turns into a `tonic::Status` (token failures become
-/// `Code::Unknown` with the [`Error`](crate::Error) as source).
+/// client turns into a `tonic::Status`: a token failure is already one,
+/// `Code::Unavailable` when transient and `Code::Unauthenticated` when
+/// permanent (see [errors](self#errors)).
 ///
 /// # Example
 ///
@@ -363,7 +376,9 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<IntoTonicBody<S, C>, ReplayBody<::tonic::body::Body>, C, R>;
+    type Future = AuthChannelFuture<
+        ResponseFuture<IntoTonicBody<S, C>, ReplayBody<::tonic::body::Body>, C, R>,
+    >;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -371,7 +386,62 @@ where
     }
 
     fn call(&mut self, req: Request<::tonic::body::Body>) -> Self::Future {
-        self.inner.call(req)
+        AuthChannelFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future for [`AuthChannel`]: token failures become a
+    /// `tonic::Status` a retry policy can key on (see [errors](self#errors)).
+    pub struct AuthChannelFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, T> Future for AuthChannelFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.project().inner.poll(cx)) {
+            Ok(response) => Poll::Ready(Ok(response)),
+            Err(error) => Poll::Ready(Err(token_error_to_status(error))),
+        }
+    }
+}
+
+impl<F> fmt::Debug for AuthChannelFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthChannelFuture").finish_non_exhaustive()
+    }
+}
+
+/// A token failure as the `tonic::Status` it means: transient (the token
+/// endpoint down, a 5xx, a timeout) as `UNAVAILABLE`, permanent
+/// (`invalid_client`, `invalid_grant`, a refused configuration) as
+/// `UNAUTHENTICATED`. The message is the error's display, which carries no
+/// secret (B8); the error itself is the status's source. Other errors (the
+/// channel's own) are left as they are.
+fn token_error_to_status(error: BoxError) -> BoxError {
+    match error.downcast::<crate::Error>() {
+        Ok(error) => {
+            let code = if error.is_transient() {
+                ::tonic::Code::Unavailable
+            } else {
+                ::tonic::Code::Unauthenticated
+            };
+            let mut status =
+                ::tonic::Status::new(code, format!("could not get an access token: {error}"));
+            status.set_source(std::sync::Arc::new(*error));
+            Box::new(status)
+        }
+        Err(other) => other,
     }
 }
 
@@ -396,7 +466,7 @@ impl<S> IntoTonicBody<S> {
     pub fn new(channel: S) -> Self {
         IntoTonicBody {
             inner: channel,
-            classify: Standard,
+            classify: Standard::new(),
             release_wait: DEFAULT_RELEASE_WAIT,
         }
     }
@@ -487,10 +557,12 @@ where
             match this.state.as_mut().project() {
                 HoldProj::Calling { fut, released } => {
                     let response = ready!(fut.poll(cx))?;
-                    let rejected = this
-                        .classify
-                        .classify(response.status(), response.headers())
-                        == Verdict::Rejected;
+                    // Held only when it may be retried.
+                    let rejected = matches!(
+                        this.classify
+                            .classify(response.status(), response.headers()),
+                        Verdict::Rejected | Verdict::StepUp(_) | Verdict::Retry
+                    );
                     let Some(released) = released.take().filter(|_| rejected) else {
                         return Poll::Ready(Ok(response));
                     };

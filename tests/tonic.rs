@@ -281,3 +281,138 @@ async fn b6_release_wait_is_configurable_and_not_taken_when_rejections_are_retur
     let returning = AuthChannelLayer::new(counting_cache()).on_rejection(Return);
     assert_eq!(held(returning).await, Duration::ZERO);
 }
+
+/// A token endpoint that always answers `invalid_client`, or one that is
+/// not there at all: the two kinds of token failure, through a real tonic
+/// client, as the codes a retry policy keys on.
+#[tokio::test]
+async fn token_failures_become_unavailable_when_transient_and_unauthenticated_when_permanent() {
+    let server = GrpcServer::start(|_| true).await;
+    let refusing = TestServer::start(|_, _| async {
+        support::json(
+            http::StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "invalid_client", "error_description": "unknown client"}),
+        )
+    })
+    .await;
+    let grant = |url: String| {
+        let endpoint = tower_bearer::oauth::TokenEndpoint::builder(
+            url,
+            tower_bearer::oauth::ClientAuth::post("app", "s3cr3t-value"),
+        )
+        .build()
+        .unwrap();
+        TokenCache::builder(tower_bearer::oauth::ClientCredentialsGrant::new(endpoint))
+            .max_attempts(1)
+            .build()
+            .unwrap()
+    };
+
+    let permanent = grant(refusing.url("/token"));
+    let mut health = HealthClient::new(AuthChannel::new(server.channel().await, permanent));
+    let status = health.check(check()).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("invalid_client"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("s3cr3t-value"));
+    let source = std::error::Error::source(&status).expect("the token error is the source");
+    assert!(source.downcast_ref::<tower_bearer::Error>().is_some());
+
+    // Nothing listens on this port: connection refused, a transient failure.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}/token")
+    };
+    let transient = grant(dead);
+    let mut health = HealthClient::new(AuthChannel::new(server.channel().await, transient));
+    let status = health.check(check()).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(server.seen().is_empty(), "no call went out without a token");
+}
+
+/// The same challenges as over HTTP, in the `www-authenticate` metadata of
+/// an UNAUTHENTICATED answer: with step-ups on, the call is retried once
+/// with a token for more scope.
+#[tokio::test]
+async fn grpc_insufficient_scope_in_metadata_steps_up_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (_reporter, health_service) = tonic_health::server::health_reporter();
+    let log = seen.clone();
+    let check_scope = move |req: tonic::Request<()>| {
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        log.lock().unwrap().push(auth.clone());
+        if auth.contains("write") {
+            return Ok(req);
+        }
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(
+            "www-authenticate",
+            r#"Bearer error="insufficient_scope", scope="write""#
+                .parse()
+                .unwrap(),
+        );
+        Err(Status::with_metadata(
+            Code::Unauthenticated,
+            "more scope",
+            metadata,
+        ))
+    };
+    tokio::spawn(
+        Server::builder()
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                health_service,
+                check_scope,
+            ))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let tokens = TestServer::start(|n, seen: support::Seen| async move {
+        let scope = seen.form().get("scope").cloned().unwrap_or_default();
+        support::token_json(&format!("tok-{n}-{}", scope.replace(' ', "-")), 3600)
+    })
+    .await;
+    let endpoint = tower_bearer::oauth::TokenEndpoint::builder(
+        tokens.url("/token"),
+        tower_bearer::oauth::ClientAuth::post("app", "s"),
+    )
+    .scope("read")
+    .build()
+    .unwrap();
+    let cache = TokenCache::new(tower_bearer::oauth::ClientCredentialsGrant::new(endpoint));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // Off by default: the denial reaches the caller.
+    let mut plain = HealthClient::new(AuthChannel::new(channel.clone(), cache.clone()));
+    let status = plain.check(check()).await.expect_err("denied");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(seen.lock().unwrap().len(), 1, "no retry");
+
+    let layer = AuthChannelLayer::new(cache.clone())
+        .classify(tower_bearer::reject::Standard::new().step_up(true));
+    let mut stepping = HealthClient::new(ServiceBuilder::new().layer(layer).service(channel));
+    stepping.check(check()).await.expect("the step-up succeeds");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "Bearer tok-1-read",
+            "Bearer tok-1-read",
+            "Bearer tok-2-read-write"
+        ]
+    );
+    assert_eq!(tokens.requests(), 2);
+}

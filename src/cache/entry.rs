@@ -9,6 +9,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use super::schedule::{Schedule, Timing};
+use crate::proof::Proofs;
 use crate::{Error, Token};
 
 /// One cached token, as published to the per-request path. Immutable once
@@ -17,6 +18,8 @@ pub(crate) struct Entry {
     pub(crate) token: Token,
     /// `Authorization: <scheme> <token>`, marked sensitive, built once (B7).
     pub(crate) header: HeaderValue,
+    /// The proof each request needs besides the header (DPoP), if any.
+    pub(crate) proofs: Option<Proofs>,
     pub(crate) schedule: Schedule,
     /// The expiry the schedule was computed from: the token's own, its JWT
     /// `exp`, or the default lifetime (saved with the token in a store).
@@ -59,9 +62,11 @@ impl Entry {
         let expires = effective_expiry(&token, default_lifetime);
         let schedule = timing.schedule(token.issued_at(), expires, jitter_unit);
         let header = authorization_value(&token)?;
+        let proofs = Proofs::of(&token)?;
         Ok(Entry {
             token,
             header,
+            proofs,
             schedule,
             expires_at: expires,
             generation,
@@ -80,6 +85,7 @@ impl Entry {
         Entry {
             token: self.token.clone(),
             header: self.header.clone(),
+            proofs: self.proofs.clone(),
             schedule: Schedule {
                 stale_at: end,
                 usable_until: end,

@@ -59,6 +59,7 @@ use super::fetch::fetch;
 use super::random;
 use super::schedule::MAX_RETRY_AFTER;
 use super::stats::Counters;
+use super::variants::Family;
 use super::with_store::{self, Obtained};
 use crate::{Error, Token, TokenSource};
 
@@ -120,9 +121,11 @@ pub(crate) struct Shared {
     next_background: AtomicU64,
     epoch: Instant,
     flight: Mutex<Flight>,
-    source: Arc<dyn TokenSource>,
+    pub(crate) source: Arc<dyn TokenSource>,
     pub(crate) config: Config,
     pub(crate) counters: Arc<Counters>,
+    /// The variants this cache keeps, or the cache that keeps this one.
+    pub(crate) family: Family<Shared>,
 }
 
 /// Refresh bookkeeping, behind the `flight` lock.
@@ -177,7 +180,11 @@ enum Waited {
 }
 
 impl Shared {
-    pub(crate) fn new(source: Arc<dyn TokenSource>, config: Config) -> Self {
+    pub(crate) fn new(
+        source: Arc<dyn TokenSource>,
+        config: Config,
+        family: Family<Shared>,
+    ) -> Self {
         Shared {
             published: Published {
                 version: AtomicU64::new(0),
@@ -189,6 +196,7 @@ impl Shared {
             source,
             config,
             counters: Arc::new(Counters::default()),
+            family,
         }
     }
 

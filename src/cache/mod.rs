@@ -147,6 +147,7 @@ mod random;
 pub(crate) mod read;
 mod schedule;
 mod stats;
+mod variants;
 mod with_store;
 
 use std::fmt;
@@ -160,10 +161,12 @@ use self::config::{Config, OnRefresh, StoreSettings};
 use self::flight::Shared;
 use self::read::Local;
 use self::schedule::{Freshness, Retries, Timing};
+use self::variants::{Family, Lru};
 use crate::store::{StoreKey, TokenStore};
-use crate::{ConfigError, Error, Token, TokenSource};
+use crate::{ConfigError, Error, Token, TokenParams, TokenSource};
 
 pub use self::stats::CacheStats;
+pub use self::variants::DEFAULT_MAX_VARIANTS;
 pub use self::with_store::{STORE_POLL_INTERVAL, STORE_TIMEOUT};
 
 /// Default time before expiry at which a token stops being sent (B1).
@@ -230,6 +233,7 @@ pub struct TokenCache {
 pub(crate) struct Current {
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
+    pub(crate) proofs: Option<crate::proof::Proofs>,
 }
 
 impl TokenCache {
@@ -366,6 +370,7 @@ impl TokenCache {
         Ok(Current {
             header: entry.header.clone(),
             generation: entry.generation,
+            proofs: entry.proofs.clone(),
         })
     }
 
@@ -385,6 +390,85 @@ impl TokenCache {
     /// `true` when both handles share one cache.
     pub fn ptr_eq(&self, other: &TokenCache) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The cache for tokens made with `params` (a scope, an audience,
+    /// resource indicators, a claims request) instead of the source's own
+    /// request: made on first use with
+    /// [`TokenSource::with_params`], kept while it is among the
+    /// [`max_variants`](TokenCacheBuilder::max_variants) most recently used
+    /// (default [`DEFAULT_MAX_VARIANTS`]). Empty `params` are this cache.
+    ///
+    /// A variant is a cache of its own: its own token, single flight,
+    /// refresh token and counters, and this cache's timing and retry
+    /// settings. It has no [store](crate::store) and no `on_refresh` hook:
+    /// those are set up for one token. `params` are always relative to the
+    /// source's own request: a variant's variants are its root's.
+    ///
+    /// [`AuthService`](crate::AuthService) uses this for requests that
+    /// carry [`TokenParams`] in their extensions, and for step-ups (see
+    /// [`reject`](crate::reject)).
+    ///
+    /// Returns `None` when the source cannot make tokens for parameters
+    /// (a closure, a static token, a refresh-token-only grant) or when this
+    /// variant's root cache was dropped.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
+    /// use tower_bearer::{TokenCache, TokenParams};
+    ///
+    /// # fn main() -> Result<(), tower_bearer::ConfigError> {
+    /// let endpoint = TokenEndpoint::builder("https://idp.example/token", ClientAuth::post("app", "s3cret"))
+    ///     .scope("api:read")
+    ///     .build()?;
+    /// let cache = TokenCache::new(ClientCredentialsGrant::new(endpoint));
+    ///
+    /// let admin = cache.variant(&TokenParams::new().scope("api:read api:admin")).unwrap();
+    /// let again = cache.variant(&TokenParams::new().scope("api:admin api:read")).unwrap();
+    /// assert!(admin.ptr_eq(&again), "scopes are sets");
+    /// assert!(cache.variant(&TokenParams::new()).unwrap().ptr_eq(&cache));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn variant(&self, params: &TokenParams) -> Option<TokenCache> {
+        let root = match &self.shared.family {
+            Family::Root(_) => self.shared.clone(),
+            Family::Variant(root) => root.upgrade()?,
+        };
+        if params.is_empty() {
+            return Some(TokenCache { shared: root });
+        }
+        let Family::Root(variants) = &root.family else {
+            return None;
+        };
+        Lru::get_or_make(variants, params, || {
+            let source = root.source.with_params(params)?;
+            let config = Config {
+                store: None,
+                on_refresh: None,
+                ..root.config.clone()
+            };
+            let family = Family::Variant(Arc::downgrade(&root));
+            Some(Arc::new(Shared::new(source, config, family)))
+        })
+        .map(|shared| TokenCache { shared })
+    }
+
+    /// How many variants this cache (or its root) keeps now.
+    pub fn variant_count(&self) -> usize {
+        let root = match &self.shared.family {
+            Family::Root(_) => self.shared.clone(),
+            Family::Variant(root) => match root.upgrade() {
+                Some(root) => root,
+                None => return 0,
+            },
+        };
+        match &root.family {
+            Family::Root(variants) => Lru::len(variants),
+            Family::Variant(_) => 0,
+        }
     }
 }
 
@@ -434,6 +518,7 @@ pub struct TokenCacheBuilder {
     config: Config,
     store_lock_ttl: Duration,
     store_wait: Option<Duration>,
+    max_variants: usize,
 }
 
 impl TokenCacheBuilder {
@@ -460,7 +545,17 @@ impl TokenCacheBuilder {
             },
             store_lock_ttl: DEFAULT_STORE_LOCK_TTL,
             store_wait: None,
+            max_variants: DEFAULT_MAX_VARIANTS,
         }
+    }
+
+    /// How many [variants](TokenCache::variant) (caches for per-request
+    /// [`TokenParams`]) the cache keeps at most (default
+    /// [`DEFAULT_MAX_VARIANTS`], 64); the least recently used is dropped
+    /// first. At least 1.
+    pub fn max_variants(mut self, max: usize) -> Self {
+        self.max_variants = max;
+        self
     }
 
     /// How long before its expiry a token stops being sent (default 60 s).
@@ -641,6 +736,9 @@ impl TokenCacheBuilder {
         if retries.attempt_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::new("attempt_timeout must not be zero"));
         }
+        if self.max_variants == 0 {
+            return Err(ConfigError::new("max_variants must be at least 1"));
+        }
         if default_lifetime.is_zero() {
             return Err(ConfigError::new("default_lifetime must not be zero"));
         }
@@ -659,7 +757,11 @@ impl TokenCacheBuilder {
             });
         }
         Ok(TokenCache {
-            shared: Arc::new(Shared::new(self.source, self.config)),
+            shared: Arc::new(Shared::new(
+                self.source,
+                self.config,
+                Family::root(self.max_variants),
+            )),
         })
     }
 }

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 
 use super::entry::Entry;
 use super::flight::Shared;
+use crate::proof::Proofs;
 
 /// A thread's copy of one published token: what a call attaches, and what
 /// its response future needs to report a rejection (B6).
@@ -49,6 +50,8 @@ pub(crate) struct Local {
     pub(crate) header: HeaderValue,
     /// The generation of the token, for compare-and-swap invalidation.
     pub(crate) generation: u64,
+    /// The proof each request needs besides the header (DPoP), if any.
+    pub(crate) proofs: Option<Proofs>,
     stale_at: Instant,
     usable_until: Instant,
     /// The cache it came from. Weak, so that per-thread copies never keep a
@@ -171,6 +174,7 @@ impl Local {
             version: entry.version,
             header: thread_copy(&entry.header),
             generation: entry.generation,
+            proofs: entry.proofs.clone(),
             stale_at: entry.schedule.stale_at,
             usable_until: entry.schedule.usable_until,
             shared: Arc::downgrade(shared),

@@ -193,6 +193,9 @@ struct Inner {
     max_response_size: usize,
     transport: Arc<dyn Transport>,
     user_agent: HeaderValue,
+    /// The key token requests prove, and tokens get bound to (RFC 9449).
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl TokenEndpoint {
@@ -209,6 +212,8 @@ impl TokenEndpoint {
             allow_insecure_http: false,
             transport: None,
             root_certificates: Vec::new(),
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 
@@ -231,6 +236,49 @@ impl TokenEndpoint {
     /// were set.
     pub(crate) fn params(&self) -> &[(String, String)] {
         &self.inner.params
+    }
+
+    /// This endpoint, asking for `params` instead of its own scope,
+    /// `audience`, `resource` and `claims` (the scope as
+    /// [`TokenParams::scope_for`] says; its other parameters kept).
+    pub(crate) fn with_params(&self, params: &crate::TokenParams) -> TokenEndpoint {
+        let inner = &*self.inner;
+        let replaced = |name: &str| match name {
+            "audience" => params.audience_str().is_some(),
+            "resource" => !params.resources().is_empty(),
+            "claims" => params.claims_str().is_some(),
+            _ => false,
+        };
+        let mut extra: Vec<(String, String)> = inner
+            .params
+            .iter()
+            .filter(|(name, _)| !replaced(name))
+            .cloned()
+            .collect();
+        if let Some(audience) = params.audience_str() {
+            extra.push(("audience".to_owned(), audience.to_owned()));
+        }
+        for resource in params.resources() {
+            extra.push(("resource".to_owned(), resource.clone()));
+        }
+        if let Some(claims) = params.claims_str() {
+            extra.push(("claims".to_owned(), claims.to_owned()));
+        }
+        TokenEndpoint {
+            inner: Arc::new(Inner {
+                url: inner.url.clone(),
+                uri: inner.uri.clone(),
+                client_auth: inner.client_auth.clone(),
+                scope: params.scope_for(inner.scope.as_deref()),
+                params: extra,
+                timeout: inner.timeout,
+                max_response_size: inner.max_response_size,
+                transport: inner.transport.clone(),
+                user_agent: inner.user_agent.clone(),
+                #[cfg(feature = "dpop")]
+                dpop: inner.dpop.clone(),
+            }),
+        }
     }
 
     /// Builds the `POST` for one grant. `grant` holds `grant_type` and the
@@ -344,16 +392,88 @@ impl TokenEndpoint {
         secrets: &[String],
         fields: &[(&'static str, String)],
     ) -> Result<Token, Error> {
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = &self.inner.dpop {
+            return self
+                .exchange_with_dpop(dpop, request, secrets, fields)
+                .await;
+        }
+        let response = self.send(request).await?;
+        let (parts, body) = response.into_parts();
+        let token = response::parse(parts.status, &parts.headers, &body, secrets, fields)?;
+        if *token.token_type() == crate::TokenType::DPoP {
+            return Err(Error::invalid_response(
+                "the token endpoint issued a DPoP-bound token, and this endpoint has no DPoP key",
+            ));
+        }
+        Ok(token)
+    }
+
+    /// One request, within the endpoint's timeout.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<http::Response<Bytes>, Error> {
         let inner = &*self.inner;
         let send = inner.transport.send(request, inner.max_response_size);
-        let response = match inner.timeout {
+        match inner.timeout {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await
-                .map_err(|_| Error::timeout(limit))??,
-            None => send.await?,
+                .map_err(|_| Error::timeout(limit))?,
+            None => send.await,
+        }
+    }
+
+    /// [`exchange`](Self::exchange) with a DPoP proof on the request (and
+    /// on its one retry when the server demands a nonce, RFC 9449 §8).
+    #[cfg(feature = "dpop")]
+    async fn exchange_with_dpop(
+        &self,
+        dpop: &crate::dpop::Dpop,
+        request: Request<Full<Bytes>>,
+        secrets: &[String],
+        fields: &[(&'static str, String)],
+    ) -> Result<Token, Error> {
+        use http_body_util::BodyExt as _;
+
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
         };
-        let (parts, body) = response.into_parts();
-        response::parse(parts.status, &parts.headers, &body, secrets, fields)
+        let mut nonce_retried = false;
+        loop {
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = parts.headers.clone();
+            let proof = dpop.proof(&Method::POST, &parts.uri, None)?;
+            request.headers_mut().insert(crate::dpop::DPOP, proof);
+            let response = self.send(request).await?;
+            let (response, body_bytes) = response.into_parts();
+            let new_nonce = dpop.observe(&parts.uri, &response.headers);
+            match response::parse(
+                response.status,
+                &response.headers,
+                &body_bytes,
+                secrets,
+                fields,
+            ) {
+                Err(error) if !nonce_retried && new_nonce && is_use_dpop_nonce(&error) => {
+                    tracing::debug!(
+                        "the token endpoint demands a DPoP nonce; sending again with it"
+                    );
+                    nonce_retried = true;
+                }
+                Err(error) => return Err(error),
+                Ok(token) if *token.token_type() == crate::TokenType::DPoP => {
+                    return Ok(token.with_dpop(dpop.clone()));
+                }
+                Ok(_) => {
+                    return Err(Error::invalid_response(
+                        "the token endpoint answered a DPoP token request with a token that is not DPoP-bound",
+                    ));
+                }
+            }
+        }
     }
 
     /// The client secret in every encoding it is sent in.
@@ -375,6 +495,14 @@ impl fmt::Debug for TokenEndpoint {
             .field("max_response_size", &inner.max_response_size)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a token endpoint's error demands a DPoP nonce.
+#[cfg(feature = "dpop")]
+fn is_use_dpop_nonce(error: &Error) -> bool {
+    error
+        .oauth_error()
+        .is_some_and(|e| e.code().as_str() == "use_dpop_nonce")
 }
 
 /// The URL without its query, which could carry an API key.
@@ -425,11 +553,24 @@ pub struct TokenEndpointBuilder {
     max_response_size: usize,
     allow_insecure_http: bool,
     transport: Option<Arc<dyn Transport>>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
     /// PEM documents with extra trust anchors for the built-in transport.
     root_certificates: Vec<Vec<u8>>,
 }
 
 impl TokenEndpointBuilder {
+    /// Binds tokens to a DPoP key (RFC 9449, feature `dpop`): every token
+    /// request carries a proof, the server's `use_dpop_nonce` is answered
+    /// once with the nonce it gave, and the response must be a `DPoP`
+    /// token, which requests then prove. See [`dpop`](crate::dpop).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// The `scope` to ask for (space-separated, RFC 6749 §3.3), sent with the
     /// client credentials and password grants. Refreshes leave it out, which
     /// asks for the scope originally granted (RFC 6749 §6).
@@ -631,6 +772,8 @@ impl TokenEndpointBuilder {
                     "tower-bearer/",
                     env!("CARGO_PKG_VERSION")
                 )),
+                #[cfg(feature = "dpop")]
+                dpop: self.dpop,
             }),
         })
     }

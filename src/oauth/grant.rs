@@ -171,6 +171,22 @@ impl GrantCore {
         }
     }
 
+    /// A grant of its own for tokens made with `params`: the same primary
+    /// grant at the endpoint [with those parameters](TokenEndpoint::with_params),
+    /// without a refresh token yet. `None` for grants without a primary
+    /// grant (a refresh token cannot be widened, and must not be shared)
+    /// and for custom endpoints (whose bodies are the user's).
+    pub(crate) fn with_params(&self, params: &crate::TokenParams) -> Option<GrantCore> {
+        match (&self.primary, &self.requests) {
+            (Some(primary), Requests::Standard) => Some(GrantCore::new(
+                self.endpoint.with_params(params),
+                Some(primary.clone()),
+                None,
+            )),
+            _ => None,
+        }
+    }
+
     pub(crate) fn endpoint(&self) -> &TokenEndpoint {
         &self.endpoint
     }
@@ -432,6 +448,16 @@ macro_rules! grant_handle {
                 previous: Option<&'a $crate::Token>,
             ) -> $crate::source::BoxFuture<'a, Result<$crate::Token, $crate::Error>> {
                 Box::pin(self.core.fetch(previous))
+            }
+
+            fn with_params(
+                &self,
+                params: &$crate::TokenParams,
+            ) -> Option<::std::sync::Arc<dyn $crate::TokenSource>> {
+                let core = self.core.with_params(params)?;
+                Some(::std::sync::Arc::new($name {
+                    core: ::std::sync::Arc::new(core),
+                }))
             }
         }
     };

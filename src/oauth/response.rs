@@ -64,7 +64,7 @@ const SCAN: usize = 4096;
 /// | member | what is accepted |
 /// | --- | --- |
 /// | `access_token` | required, a non-empty string |
-/// | `token_type` | `bearer` in any case, or absent (many servers omit it): sent as `Bearer`. Anything else, `DPoP` included (this crate cannot make DPoP proofs yet), is an [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) |
+/// | `token_type` | `bearer` in any case, or absent (many servers omit it): sent as `Bearer`. `DPoP` in any case: a [`TokenType::DPoP`] token, which the cache sends only with a proof from the key it is bound to (feature `dpop`) and refuses otherwise. Anything else is an [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) |
 /// | `expires_in` | a number or a numeric string, in seconds, counted from the moment the response is parsed. At most [`MAX_EXPIRES_IN`]; zero or negative means "do not reuse": the token goes to the callers waiting for it and the next call fetches another. `null` or absent: the expiry is left unset, and the cache uses the JWT `exp` claim or its default lifetime (B1). Anything else is an [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) |
 /// | `refresh_token` | a string; an empty one counts as absent |
 /// | `scope` | a string (or, leniently, an array of strings, joined with spaces) |
@@ -173,15 +173,13 @@ fn success(mut object: Map<String, Value>) -> Result<Token, Error> {
         }
         Some(_) => return Err(Error::invalid_response("the access_token is not a string")),
     };
-    match object.remove("token_type") {
-        None | Some(Value::Null) => {}
+    let token_type = match object.remove("token_type") {
+        None | Some(Value::Null) => TokenType::Bearer,
         Some(Value::String(s)) => match TokenType::parse(&s) {
-            TokenType::Bearer => {}
-            TokenType::DPoP => {
-                return Err(Error::invalid_response(
-                    "unsupported token type \"DPoP\" (DPoP proofs are not implemented)",
-                ));
-            }
+            TokenType::Bearer => TokenType::Bearer,
+            // Sent only with a proof from the key it is bound to: the
+            // cache refuses it when there is none.
+            TokenType::DPoP => TokenType::DPoP,
             _ => {
                 return Err(Error::invalid_response(format!(
                     "unsupported token type \"{}\"",
@@ -190,7 +188,7 @@ fn success(mut object: Map<String, Value>) -> Result<Token, Error> {
             }
         },
         Some(_) => return Err(Error::invalid_response("the token_type is not a string")),
-    }
+    };
     let lifetime = match object.remove("expires_in") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(lifetime_from_number(&n)),
@@ -224,7 +222,7 @@ fn success(mut object: Map<String, Value>) -> Result<Token, Error> {
     };
 
     // B1: the token's clock starts now, as the response arrives.
-    let mut token = Token::new(access_token).with_token_type(TokenType::Bearer);
+    let mut token = Token::new(access_token).with_token_type(token_type);
     if let Some(lifetime) = lifetime {
         token = token.with_expires_in(lifetime);
     }
@@ -574,7 +572,6 @@ mod tests {
     fn other_token_types_are_refused_as_permanent_invalid_responses() {
         for (body, says) in [
             (r#"{"access_token":"a","token_type":"mac"}"#, "\"mac\""),
-            (r#"{"access_token":"a","token_type":"DPoP"}"#, "DPoP"),
             (r#"{"access_token":"a","token_type":7}"#, "not a string"),
         ] {
             let err = ok(body).unwrap_err();
@@ -582,6 +579,12 @@ mod tests {
             assert!(err.is_permanent());
             assert!(err.to_string().contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn dpop_token_type_is_kept_for_the_cache_to_prove_or_refuse() {
+        let token = ok(r#"{"access_token":"a","token_type":"dpop"}"#).unwrap();
+        assert_eq!(token.token_type(), &TokenType::DPoP);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 // "token ok <grant_type>", "token error ...", and the server-side reason of a
 // refused grant such as "refresh token is expired").
 
+import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
 import { readKnobs } from './lib/knobs.mjs';
@@ -73,7 +74,6 @@ const rotation = { always: { rotateRefreshToken: true }, never: { rotateRefreshT
 // ------------------------------------------------------------ oidc-provider features
 // Only what the tests use is on. oidc-provider 9.x can do more, each behind
 // its own entry here; a test that needs one turns it on and says so:
-//   dPoP:  { enabled: true, nonceSecret, requireNonce }        DPoP, RFC 9449
 //   mTLS:  { enabled: true, certificateBoundAccessTokens, tlsClientAuth,
 //            selfSignedTlsClientAuth, getCertificate }         RFC 8705 (needs a
 //            TLS terminator in front that passes the client certificate)
@@ -82,6 +82,12 @@ const rotation = { always: { rotateRefreshToken: true }, never: { rotateRefreshT
 const features = {
   devInteractions: { enabled: false }, // no login UI: no authorization_code flow
   clientCredentials: { enabled: true },
+  // DPoP (RFC 9449): on, as oidc-provider 9 has it by default; with
+  // DPOP_NONCE=1 every DPoP token request must carry a server nonce.
+  dPoP: {
+    enabled: true,
+    ...(knobs.dpopNonce ? { nonceSecret: randomBytes(32), requireNonce: () => true } : {}),
+  },
   revocation: { enabled: true },
   introspection: {
     enabled: true,

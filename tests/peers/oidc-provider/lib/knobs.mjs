@@ -41,6 +41,9 @@ export function readKnobs(argv, env) {
     rotateRt: oneOf('ROTATE_RT', env.ROTATE_RT, ROTATE_RT_VALUES, 'always'),
     // Format of access tokens for the default resource (urn:peer:api).
     atFormat: oneOf('AT_FORMAT', env.AT_FORMAT, AT_FORMAT_VALUES, 'opaque'),
+    // DPOP_NONCE=1: the token endpoint demands a DPoP nonce (RFC 9449 §8)
+    // of every DPoP token request. DPoP itself is always on.
+    dpopNonce: env.DPOP_NONCE === '1',
     // QUIET=1: no request log on stdout (the READY line is still printed).
     quiet: env.QUIET === '1',
     // Folder with the test keys registered here (start.sh points it at the
