@@ -100,14 +100,14 @@ impl Head {
         }
     }
 
-    /// The request to send again, with `authorization` in place of the
-    /// rejected token; `None` if a header cannot be rebuilt (never, for
-    /// headers that came from a `HeaderMap`).
     /// The [`TokenParams`](crate::TokenParams) the request carried.
     pub(crate) fn params(&self) -> Option<&crate::TokenParams> {
         self.extensions.get::<crate::TokenParams>()
     }
 
+    /// The request to send again, with `authorization` in place of the
+    /// rejected token; `None` if a header cannot be rebuilt (never, for
+    /// headers that came from a `HeaderMap`).
     pub(crate) fn into_request<B>(self, body: B, authorization: HeaderValue) -> Option<Request<B>> {
         let mut headers = self.headers.into_map()?;
         headers.insert(AUTHORIZATION, authorization);
