@@ -107,7 +107,7 @@ pub enum TokenType {
     Bearer,
     /// RFC 9449 DPoP-bound tokens, sent as `DPoP <token>` with a proof made
     /// by the key the token is bound to (feature `dpop`, see
-    /// [`Token::with_dpop`]). A DPoP token with no key is refused by the
+    /// `Token::with_dpop`). A DPoP token with no key is refused by the
     /// cache, never sent.
     DPoP,
     /// Any other type, kept as the server spelled it.

@@ -378,10 +378,10 @@ async fn peer_resource_indicator_gets_a_jwt_access_token_for_the_api() {
     assert!(token.jwt_expiry().is_some());
 }
 
-// === private_key_jwt (RFC 7523) ===
+// === private_key_jwt and client_secret_jwt (RFC 7523) ===
 
 #[cfg(feature = "private-key-jwt")]
-mod private_key_jwt {
+mod jwt_client_auth {
     use super::*;
     use support::peer::test_key;
     use tower_bearer::TokenSource;
@@ -459,6 +459,61 @@ mod private_key_jwt {
             &OAuthErrorCode::InvalidClient
         );
         assert!(error.is_permanent());
+        assert_eq!(grant.stats().requests, 1);
+    }
+
+    // === client_secret_jwt (RFC 7523, OpenID Connect Core §9) ===
+
+    const CSJWT_CLIENT: &str = "peer-csjwt";
+    const CSJWT_SECRET: &str = "peer-csjwt-secret-of-at-least-32-bytes";
+
+    #[tokio::test]
+    async fn peer_client_secret_jwt_client_credentials_read_the_api_with_a_new_assertion_each_time()
+    {
+        let peer = Peer::start(&[]).await;
+        let grant = ClientCredentialsGrant::new(
+            endpoint(
+                &peer,
+                ClientAuth::client_secret_jwt(CSJWT_CLIENT, CSJWT_SECRET),
+            )
+            .scope("api:read")
+            .build()
+            .unwrap(),
+        );
+        let cache = TokenCache::new(grant.clone());
+
+        let (status, body) = call_api(&peer, &cache, "/api/read").await;
+        assert_eq!(status, StatusCode::OK, "{body}\n{}", peer.log());
+        assert_eq!(body["client_id"], CSJWT_CLIENT);
+
+        // The peer refuses a `jti` it has seen.
+        for _ in 0..3 {
+            let token = grant.fetch(None).await;
+            assert!(token.is_ok(), "{:?}\n{}", token.err(), peer.log());
+        }
+        assert_eq!(grant.stats().requests, 4);
+    }
+
+    #[tokio::test]
+    async fn peer_client_secret_jwt_with_the_wrong_secret_is_a_typed_invalid_client_that_quotes_no_secret()
+     {
+        let peer = Peer::start(&[]).await;
+        let wrong = "not-the-registered-secret-but-32-bytes-long";
+        let grant = ClientCredentialsGrant::new(
+            endpoint(&peer, ClientAuth::client_secret_jwt(CSJWT_CLIENT, wrong))
+                .build()
+                .unwrap(),
+        );
+
+        let error = grant.fetch(None).await.unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::OAuth, "{error}");
+        assert_eq!(
+            error.oauth_error().unwrap().code(),
+            &OAuthErrorCode::InvalidClient
+        );
+        assert!(error.is_permanent());
+        assert!(!format!("{error} {error:?}").contains(wrong));
         assert_eq!(grant.stats().requests, 1);
     }
 }

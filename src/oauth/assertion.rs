@@ -1,6 +1,8 @@
-//! `private_key_jwt` client authentication (RFC 7523 §2.2, OpenID Connect
-//! Core §9): the client proves who it is with a short-lived JWT signed by
-//! its private key, instead of a shared secret.
+//! `private_key_jwt` and `client_secret_jwt` client authentication
+//! (RFC 7523 §2.2, OpenID Connect Core §9): the client proves who it is
+//! with a short-lived JWT signed by its private key (or, for
+//! `client_secret_jwt`, with HMAC-SHA256 keyed by its secret), instead of
+//! sending a secret.
 //!
 //! Each token request carries a new assertion: `iss` and `sub` are the
 //! client id, `aud` the token endpoint URL (or the audience set with
@@ -131,31 +133,13 @@ impl ClientAssertionKey {
     /// A new signed assertion for `client_id` and `audience`.
     pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<String, Error> {
         let rng = SystemRandom::new();
-        let mut jti = [0u8; 16];
-        rng.fill(&mut jti)
-            .map_err(|_| Error::transient("no randomness for the client assertion"))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error::permanent("the system clock is before 1970"))?
-            .as_secs();
-
-        let mut header = serde_json::json!({ "alg": self.algorithm(), "typ": "JWT" });
-        if let Some(kid) = &self.key_id {
-            header["kid"] = kid.as_str().into();
-        }
-        let claims = serde_json::json!({
-            "iss": client_id,
-            "sub": client_id,
-            "aud": audience,
-            "jti": URL_SAFE_NO_PAD.encode(jti),
-            "iat": now,
-            "exp": now + ASSERTION_LIFETIME.as_secs(),
-        });
-        let mut jwt = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
+        let mut jwt = unsigned(
+            &rng,
+            self.algorithm(),
+            self.key_id.as_deref(),
+            client_id,
+            audience,
+        )?;
         let signature = match &*self.signer {
             Signer::Es256(pair) => pair
                 .sign(&rng, jwt.as_bytes())
@@ -172,6 +156,62 @@ impl ClientAssertionKey {
         jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(jwt)
     }
+}
+
+/// The shortest `client_secret_jwt` secret: an HS256 key must be at least
+/// as long as the hash (RFC 7518 §3.2), 32 bytes.
+pub(crate) const MIN_HS256_SECRET: usize = 32;
+
+/// A new `client_secret_jwt` assertion (RFC 7523 §2.2, OpenID Connect Core
+/// §9): the same claims as `private_key_jwt`'s, signed with HMAC-SHA256
+/// keyed by the client secret.
+pub(crate) fn secret_assertion(
+    secret: &str,
+    client_id: &str,
+    audience: &str,
+) -> Result<String, Error> {
+    let rng = SystemRandom::new();
+    let mut jwt = unsigned(&rng, "HS256", None, client_id, audience)?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, jwt.as_bytes());
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    Ok(jwt)
+}
+
+/// `header.claims` of an assertion: `iss` and `sub` the client id, `aud`,
+/// a random `jti`, `iat` now and `exp` [`ASSERTION_LIFETIME`] later.
+fn unsigned(
+    rng: &SystemRandom,
+    algorithm: &str,
+    key_id: Option<&str>,
+    client_id: &str,
+    audience: &str,
+) -> Result<String, Error> {
+    let mut jti = [0u8; 16];
+    rng.fill(&mut jti)
+        .map_err(|_| Error::transient("no randomness for the client assertion"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| Error::permanent("the system clock is before 1970"))?
+        .as_secs();
+    let mut header = serde_json::json!({ "alg": algorithm, "typ": "JWT" });
+    if let Some(kid) = key_id {
+        header["kid"] = kid.into();
+    }
+    let claims = serde_json::json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "jti": URL_SAFE_NO_PAD.encode(jti),
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME.as_secs(),
+    });
+    Ok(format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    ))
 }
 
 impl fmt::Debug for ClientAssertionKey {
@@ -233,6 +273,37 @@ mod tests {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
             .verify(message.as_bytes(), &signature)
             .expect("a valid signature");
+    }
+
+    #[test]
+    fn hs256_assertions_carry_the_rfc_7523_claims_and_verify_with_the_secret() {
+        let secret = "a-client-secret-of-at-least-32-bytes!";
+        let jwt = secret_assertion(secret, "app", "https://idp.example/token").unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(decode(parts[0])["alg"], "HS256");
+        let claims = decode(parts[1]);
+        assert_eq!(claims["iss"], "app");
+        assert_eq!(claims["sub"], "app");
+        assert_eq!(claims["aud"], "https://idp.example/token");
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            ASSERTION_LIFETIME.as_secs()
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        let tag = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        ring::hmac::verify(&key, signed.as_bytes(), &tag).expect("a valid HS256 signature");
+        let other = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            b"another-secret-of-at-least-32-bytes!",
+        );
+        assert!(ring::hmac::verify(&other, signed.as_bytes(), &tag).is_err());
+        let again = secret_assertion(secret, "app", "https://idp.example/token").unwrap();
+        assert_ne!(
+            decode(again.split('.').nth(1).unwrap())["jti"],
+            claims["jti"]
+        );
     }
 
     #[test]
@@ -300,6 +371,27 @@ mod tests {
         let error = build(ClientAuth::basic("c", "s")).unwrap_err();
         assert!(error.to_string().contains("private_key_jwt"), "{error}");
         assert!(build(ClientAuth::private_key_jwt("c", es256_key().0)).is_ok());
+        assert!(build(ClientAuth::client_secret_jwt("c", "s".repeat(32))).is_ok());
+    }
+
+    #[test]
+    fn a_client_secret_jwt_secret_under_32_bytes_fails_the_build_without_quoting_it() {
+        use crate::oauth::{ClientAuth, ClientAuthMethod, TokenEndpoint};
+        let build = |secret: &str| {
+            TokenEndpoint::builder(
+                "https://idp.example/token",
+                ClientAuth::client_secret_jwt("c", secret),
+            )
+            .build()
+        };
+        let error = build("thirty-one-bytes-of-secret-here").unwrap_err();
+        assert!(error.to_string().contains("32 bytes"), "{error}");
+        assert!(!error.to_string().contains("thirty-one"), "{error}");
+        let auth = ClientAuth::client_secret_jwt("c", "thirty-two-bytes-of-secret-here!");
+        assert_eq!(auth.method(), ClientAuthMethod::ClientSecretJwt);
+        assert_eq!(auth.method().as_str(), "client_secret_jwt");
+        assert!(!format!("{auth:?}").contains("thirty-two"));
+        assert!(build("thirty-two-bytes-of-secret-here!").is_ok());
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum ClientAuthMethod {
     /// `private_key_jwt`: a JWT signed with the client's private key, in
     /// `client_assertion` (RFC 7523 §2.2). Feature `private-key-jwt`.
     PrivateKeyJwt,
+    /// `client_secret_jwt`: a JWT signed with HMAC-SHA256 keyed by the
+    /// client secret, in `client_assertion` (RFC 7523 §2.2, OpenID Connect
+    /// Core §9); the secret itself is never sent. Feature `private-key-jwt`.
+    ClientSecretJwt,
     /// No client at all: nothing identifies a client in the request (a
     /// custom endpoint whose login carries the user's own credentials; see
     /// [`ClientAuth::anonymous`]). Not an OAuth 2.0 registry method.
@@ -52,6 +56,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::None => "none",
             ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            ClientAuthMethod::ClientSecretJwt => "client_secret_jwt",
             ClientAuthMethod::Anonymous => "anonymous",
         }
     }
@@ -79,6 +84,10 @@ impl fmt::Display for ClientAuthMethod {
 ///   the client's private key in each request, as `client_assertion`:
 ///   no shared secret crosses the network. See `ClientAssertionKey`
 ///   (in [`oauth`](super), with that feature).
+/// * `client_secret_jwt` (feature `private-key-jwt`) — a new JWT signed
+///   with HMAC-SHA256 keyed by the client secret in each request: the
+///   secret stays with the client. The secret must be at least 32 bytes
+///   (RFC 7518 §3.2), or the endpoint's build fails.
 ///
 /// `Debug` shows the client id and the method, never the secret (B8).
 ///
@@ -111,6 +120,8 @@ enum Credential {
     Anonymous,
     #[cfg(feature = "private-key-jwt")]
     PrivateKeyJwt(super::ClientAssertionKey),
+    #[cfg(feature = "private-key-jwt")]
+    SecretJwt(ClientSecret),
 }
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).
@@ -179,7 +190,34 @@ impl ClientAuth {
         Self::with(client_id.into(), Credential::PrivateKeyJwt(key))
     }
 
-    /// For `private_key_jwt`: the `aud` claim of the assertions, instead of
+    /// `client_secret_jwt`: a JWT signed with HMAC-SHA256 keyed by
+    /// `secret`, new for each token request (RFC 7523 §2.2, OpenID Connect
+    /// Core §9). The secret must be at least 32 bytes (RFC 7518 §3.2):
+    /// [`TokenEndpointBuilder::build`](super::TokenEndpointBuilder::build)
+    /// fails on a shorter one.
+    ///
+    /// ```
+    /// use tower_bearer::oauth::{ClientAuth, ClientAuthMethod, TokenEndpoint};
+    ///
+    /// let auth = ClientAuth::client_secret_jwt("my-client", "a-secret-of-at-least-thirty-two-bytes");
+    /// assert_eq!(auth.method(), ClientAuthMethod::ClientSecretJwt);
+    /// let endpoint = TokenEndpoint::builder("https://idp.example/oauth2/token", auth).build()?;
+    /// # drop(endpoint);
+    ///
+    /// let short = ClientAuth::client_secret_jwt("my-client", "too-short");
+    /// assert!(TokenEndpoint::builder("https://idp.example/oauth2/token", short).build().is_err());
+    /// # Ok::<_, tower_bearer::ConfigError>(())
+    /// ```
+    #[cfg(feature = "private-key-jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+    pub fn client_secret_jwt(
+        client_id: impl Into<String>,
+        secret: impl Into<ClientSecret>,
+    ) -> Self {
+        Self::with(client_id.into(), Credential::SecretJwt(secret.into()))
+    }
+
+    /// For `private_key_jwt` and `client_secret_jwt`: the `aud` claim of the assertions, instead of
     /// the token endpoint URL. Servers accept their issuer identifier (and
     /// recent advice prefers it, so that an assertion made for one server
     /// is useless at another); some accept only one of the two. With any
@@ -195,9 +233,22 @@ impl ClientAuth {
     /// A setting that the method would ignore, as a build error.
     pub(crate) fn check(&self) -> Result<(), crate::ConfigError> {
         #[cfg(feature = "private-key-jwt")]
-        if self.assertion_audience.is_some() && self.method() != ClientAuthMethod::PrivateKeyJwt {
+        if self.assertion_audience.is_some()
+            && !matches!(
+                self.method(),
+                ClientAuthMethod::PrivateKeyJwt | ClientAuthMethod::ClientSecretJwt
+            )
+        {
             return Err(crate::ConfigError::new(
-                "assertion_audience applies to private_key_jwt only",
+                "assertion_audience applies to private_key_jwt and client_secret_jwt only",
+            ));
+        }
+        #[cfg(feature = "private-key-jwt")]
+        if let Credential::SecretJwt(secret) = &self.credential
+            && secret.secret().len() < super::assertion::MIN_HS256_SECRET
+        {
+            return Err(crate::ConfigError::new(
+                "client_secret_jwt needs a client secret of at least 32 bytes (RFC 7518 section 3.2)",
             ));
         }
         Ok(())
@@ -217,6 +268,8 @@ impl ClientAuth {
             Credential::Anonymous => ClientAuthMethod::Anonymous,
             #[cfg(feature = "private-key-jwt")]
             Credential::PrivateKeyJwt(_) => ClientAuthMethod::PrivateKeyJwt,
+            #[cfg(feature = "private-key-jwt")]
+            Credential::SecretJwt(_) => ClientAuthMethod::ClientSecretJwt,
         }
     }
 
@@ -224,6 +277,8 @@ impl ClientAuth {
     pub fn secret(&self) -> Option<&ClientSecret> {
         match &self.credential {
             Credential::Basic(secret) | Credential::Post(secret) => Some(secret),
+            #[cfg(feature = "private-key-jwt")]
+            Credential::SecretJwt(secret) => Some(secret),
             _ => None,
         }
     }
@@ -245,7 +300,7 @@ impl ClientAuth {
     }
 
     /// Appends the form parameters of `client_secret_post`, `none` and
-    /// `private_key_jwt`. A client assertion made for this request (to
+    /// the JWT methods. A client assertion made for this request (to
     /// `token_url`, unless another audience was set) is added to `secrets`
     /// too, so that no error quotes it.
     pub(crate) fn append_form(
@@ -267,19 +322,37 @@ impl ClientAuth {
             Credential::PrivateKeyJwt(key) => {
                 let audience = self.assertion_audience.as_deref().unwrap_or(token_url);
                 let assertion = key.assertion(&self.client_id, audience)?;
-                form.append_pair("client_id", &self.client_id);
-                form.append_pair("client_assertion_type", JWT_BEARER);
-                form.append_pair("client_assertion", &assertion);
-                // The whole assertion, and its signature should a server
-                // quote only the end of it.
-                if let Some((_, signature)) = assertion.rsplit_once('.') {
-                    secrets.push(signature.to_owned());
-                }
-                secrets.push(assertion);
+                self.append_assertion(form, assertion, secrets);
+            }
+            #[cfg(feature = "private-key-jwt")]
+            Credential::SecretJwt(secret) => {
+                let audience = self.assertion_audience.as_deref().unwrap_or(token_url);
+                let assertion =
+                    super::assertion::secret_assertion(secret.secret(), &self.client_id, audience)?;
+                self.append_assertion(form, assertion, secrets);
             }
         }
         let _ = (token_url, secrets);
         Ok(())
+    }
+
+    /// The form parameters of a JWT client assertion; the assertion, and
+    /// its signature should a server quote only the end of it, go to
+    /// `secrets` so that no error quotes them.
+    #[cfg(feature = "private-key-jwt")]
+    fn append_assertion(
+        &self,
+        form: &mut form_urlencoded::Serializer<'_, String>,
+        assertion: String,
+        secrets: &mut Vec<String>,
+    ) {
+        form.append_pair("client_id", &self.client_id);
+        form.append_pair("client_assertion_type", JWT_BEARER);
+        form.append_pair("client_assertion", &assertion);
+        if let Some((_, signature)) = assertion.rsplit_once('.') {
+            secrets.push(signature.to_owned());
+        }
+        secrets.push(assertion);
     }
 
     /// Every form in which the secret could be echoed back by a server: as

@@ -61,10 +61,9 @@ async function signingKeys() {
 
 // ------------------------------------------------------------ client authentication
 // What the token endpoint accepts. More methods go here, e.g.
-// 'client_secret_jwt' (with a client registered for it), or
 // 'tls_client_auth' / 'self_signed_tls_client_auth' together with
 // features.mTLS below.
-const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
+const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'];
 
 // ------------------------------------------------------------ refresh token rotation
 // ROTATE_RT=policy leaves oidc-provider's default rotateRefreshToken function

@@ -72,6 +72,15 @@ export function clients(knobs) {
       jwks: pkjwtKeys,
       grant_types: TOKEN_GRANTS,
     }),
+    // client_secret_jwt (RFC 7523, OpenID Connect Core section 9): HS256
+    // assertions keyed by this secret (at least 32 bytes for HS256).
+    backChannel({
+      client_id: 'peer-csjwt',
+      client_secret: 'peer-csjwt-secret-of-at-least-32-bytes',
+      token_endpoint_auth_method: 'client_secret_jwt',
+      token_endpoint_auth_signing_alg: 'HS256',
+      grant_types: TOKEN_GRANTS,
+    }),
     // The protected resource's own client, for introspection only.
     backChannel({
       client_id: RESOURCE_SERVER_CLIENT.id,
