@@ -287,14 +287,11 @@ where
     };
     req.headers_mut()
         .insert(AUTHORIZATION, current.header.clone());
-    let uri = match &current.proofs {
-        Some(proofs) => {
-            let (method, uri) = (req.method().clone(), req.uri().clone());
-            proofs.attach(&method, &uri, req.headers_mut())?;
-            Some(uri)
-        }
-        None => None,
-    };
+    let uri = current
+        .proofs
+        .as_ref()
+        .map(|proofs| proofs.prove(&mut req))
+        .transpose()?;
     ready_service(&mut service).await?;
     let response = service.call(req).await.map_err(Into::into)?;
     if let Some(uri) = &uri {
@@ -416,14 +413,15 @@ where
     let Some(mut request) = head.into_request(body, current.header.clone()) else {
         return Ok(with_challenges(first));
     };
-    let uri = match &current.proofs {
-        Some(proofs) => {
-            let (method, uri) = (request.method().clone(), request.uri().clone());
-            if let Err(error) = proofs.attach(&method, &uri, request.headers_mut()) {
-                tracing::debug!(%error, "no proof for the retry; returning the response");
-                return Ok(with_challenges(first));
-            }
-            Some(uri)
+    let uri = match current
+        .proofs
+        .as_ref()
+        .map(|proofs| proofs.prove(&mut request))
+    {
+        Some(Ok(uri)) => Some(uri),
+        Some(Err(error)) => {
+            tracing::debug!(%error, "no proof for the retry; returning the response");
+            return Ok(with_challenges(first));
         }
         None => None,
     };

@@ -495,9 +495,7 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
 #[cold]
 #[inline(never)]
 fn prove<B>(proofs: &Proofs, req: &mut Request<B>) -> Result<Box<http::Uri>, Error> {
-    let (method, uri) = (req.method().clone(), req.uri().clone());
-    proofs.attach(&method, &uri, req.headers_mut())?;
-    Ok(Box::new(uri))
+    proofs.prove(req).map(Box::new)
 }
 
 /// Takes out the `Authorization` value `call` appended (the last one) from a

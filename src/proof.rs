@@ -3,7 +3,7 @@
 //! `dpop`). Without the feature, [`Proofs`] has no value at all, and every
 //! `Option<Proofs>` is `None` at no cost.
 
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Uri};
 
 use crate::{Error, Token, TokenType};
 
@@ -40,22 +40,20 @@ impl Proofs {
         ))
     }
 
-    /// Puts a new proof for `method` to `uri` into `headers`, replacing any.
-    pub(crate) fn attach(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &mut HeaderMap,
-    ) -> Result<(), Error> {
+    /// Puts a new proof for `req` (its method and URI) into its headers,
+    /// replacing any; returns the URI, whose origin the response's
+    /// `DPoP-Nonce` is for.
+    pub(crate) fn prove<B>(&self, req: &mut http::Request<B>) -> Result<Uri, Error> {
         #[cfg(feature = "dpop")]
         {
-            let proof = self.dpop.proof_with_ath(method, uri, &self.ath)?;
-            headers.insert(crate::dpop::DPOP, proof);
-            Ok(())
+            let uri = req.uri().clone();
+            let proof = self.dpop.proof_with_ath(req.method(), &uri, &self.ath)?;
+            req.headers_mut().insert(crate::dpop::DPOP, proof);
+            Ok(uri)
         }
         #[cfg(not(feature = "dpop"))]
         {
-            let _ = (method, uri, headers);
+            let _ = req;
             match *self {}
         }
     }
