@@ -64,9 +64,6 @@ pub(crate) struct Sent<S, B, C, R: OnRejection> {
     /// copy of the request for the one retry; `None` when the body cannot
     /// be replayed. Nothing with [`Return`](crate::reject::Return).
     pub(crate) replay: R::Copy<S, B>,
-    /// For a DPoP-bound token, the request's URI: the origin whose
-    /// `DPoP-Nonce` the response may update.
-    pub(crate) proved_for: Option<Box<Uri>>,
 }
 
 impl<S, B, C, R> ResponseFuture<S, B, C, R>
@@ -121,9 +118,6 @@ where
                     let Some(sent) = this.sent.as_ref() else {
                         return Poll::Ready(Ok(response));
                     };
-                    if let Some(uri) = &sent.proved_for {
-                        observe_nonce(sent.token.proofs.as_ref(), uri, response.headers());
-                    }
                     let verdict = sent
                         .classify
                         .classify(response.status(), response.headers());
@@ -164,10 +158,36 @@ where
     let Some(sent) = sent else {
         return Ok(response);
     };
-    let Some(cache) = TokenCache::of(&sent.token) else {
+    rejected(
+        response,
+        verdict,
+        sent.token,
+        sent.classify,
+        sent.replay.into_replay(),
+    )
+}
+
+/// [`rejection`] with the parts of what was sent.
+#[allow(clippy::type_complexity)]
+fn rejected<S, B, C, ResB>(
+    response: Response<ResB>,
+    verdict: Verdict,
+    token: Arc<Local>,
+    classify: C,
+    replay: Option<Replay<S, B>>,
+) -> Result<Response<ResB>, BoxFuture<'static, Result<Response<ResB>, BoxError>>>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Body + Send + 'static,
+{
+    let Some(cache) = TokenCache::of(&token) else {
         return Ok(with_challenges(response));
     };
-    let Some(next) = decide(&cache, verdict, sent.token.generation, &sent.token.header) else {
+    let Some(next) = decide(&cache, verdict, token.generation, &token.header) else {
         return Ok(with_challenges(response));
     };
     let Some(Replay {
@@ -175,7 +195,7 @@ where
         head,
         body,
         release_wait,
-    }) = sent.replay.into_replay()
+    }) = replay
     else {
         return Ok(with_challenges(response));
     };
@@ -189,8 +209,41 @@ where
         },
         cache,
         next,
-        sent.classify,
+        classify,
     )))
+}
+
+/// The response future of a request sent with a DPoP-bound token: keeps
+/// the `DPoP-Nonce` the response gives for the origin of `uri` (the
+/// request's, when a proof was added), then
+/// settles the response like [`ResponseFuture`] does.
+pub(crate) async fn proved<S, B, C, ResB>(
+    fut: S::Future,
+    token: Arc<Local>,
+    classify: C,
+    replay: Option<Replay<S, B>>,
+    uri: Option<Uri>,
+) -> Result<Response<ResB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+    B: TryCloneBody + Send + 'static,
+    ResB: Body + Send + 'static,
+{
+    let response = fut.await.map_err(Into::into)?;
+    if let Some(uri) = &uri {
+        observe_nonce(token.proofs.as_ref(), uri, response.headers());
+    }
+    let verdict = classify.classify(response.status(), response.headers());
+    if matches!(verdict, Verdict::Accepted) {
+        return Ok(response);
+    }
+    match rejected(response, verdict, token, classify, replay) {
+        Ok(response) => Ok(response),
+        Err(retry) => retry.await,
+    }
 }
 
 /// What a verdict other than `Accepted` asks for, after invalidating a

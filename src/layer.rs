@@ -109,7 +109,6 @@ use crate::body::{DEFAULT_RELEASE_WAIT, TryCloneBody};
 use crate::cache::read::Local;
 use crate::future::Slot;
 use crate::future::{self, ResponseFuture};
-use crate::proof::Proofs;
 use crate::reject::{Classify, OnRejection, RetryOnce, Standard};
 use crate::{BoxError, Error, TokenCache, TokenParams};
 
@@ -345,30 +344,6 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         &self,
         inner: &mut S,
         seen: &mut Option<Arc<Local>>,
-        req: Request<B>,
-    ) -> ResponseFuture<S, B, C, R>
-    where
-        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: TryCloneBody + Send + 'static,
-        ResB: http_body::Body + Send + 'static,
-    {
-        // A request that asks for a token of its own kind: no extensions at
-        // all is one pointer test.
-        if req.extensions().get::<TokenParams>().is_some() {
-            return self.call_with_params(inner, req);
-        }
-        self.call_on(&self.cache, inner, seen, req)
-    }
-
-    /// [`call`](Self::call) with the token from `cache`.
-    #[inline]
-    fn call_on<S, B, ResB>(
-        &self,
-        cache: &TokenCache,
-        inner: &mut S,
-        seen: &mut Option<Arc<Local>>,
         mut req: Request<B>,
     ) -> ResponseFuture<S, B, C, R>
     where
@@ -378,9 +353,15 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         B: TryCloneBody + Send + 'static,
         ResB: http_body::Body + Send + 'static,
     {
-        // B1: checked against the clock now; no lock, no allocation.
-        let Some(token) = cache.read(seen) else {
-            return self.call_without_token(cache, inner, req);
+        // B1: checked against the clock now; no lock, no allocation. A
+        // request that asks for a token of its own kind takes the slow path
+        // (no extensions at all is one pointer test).
+        let token = match req.extensions().get::<TokenParams>() {
+            None => self.cache.read(seen),
+            Some(_) => None,
+        };
+        let Some(token) = token else {
+            return self.call_slow(inner, req);
         };
         // B7: a request that carries its own credentials is not ours. One
         // map operation on the common path (`append` returns whether the
@@ -389,20 +370,60 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             .headers_mut()
             .append(AUTHORIZATION, token.header.clone())
         {
-            remove_appended_authorization(req.headers_mut());
-            return ResponseFuture::passthrough(inner.call(req));
+            return own_credentials(inner, req);
         }
-        // DPoP: a proof per request, made here (the only cost of its kind
-        // on this path, and only for DPoP-bound tokens).
-        let proved_for = match &token.proofs {
-            Some(proofs) => match prove(proofs, &mut req) {
-                Ok(uri) => Some(uri),
-                Err(error) => {
-                    return ResponseFuture::acquiring(std::future::ready(Err(error.into())));
-                }
-            },
-            None => None,
-        };
+        self.send_appended(token, inner, req)
+    }
+
+    /// Sends `req` with `token` (for a variant's token; [`call`](Self::call)
+    /// does the same inline).
+    #[inline]
+    fn send<S, B, ResB>(
+        &self,
+        token: Arc<Local>,
+        inner: &mut S,
+        mut req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        // B7: a request that carries its own credentials is not ours. One
+        // map operation on the common path (`append` returns whether the
+        // name was already there); only then is our value taken out again.
+        if req
+            .headers_mut()
+            .append(AUTHORIZATION, token.header.clone())
+        {
+            return own_credentials(inner, req);
+        }
+        self.send_appended(token, inner, req)
+    }
+
+    /// Sends `req`, to which `token`'s header was appended.
+    #[inline]
+    fn send_appended<S, B, ResB>(
+        &self,
+        token: Arc<Local>,
+        inner: &mut S,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        // DPoP: a proof per request, and a response future of its own (one
+        // allocation, beside a signature), so that bearer tokens' futures
+        // stay small.
+        if token.proofs.is_some() {
+            return self.send_proved(token, inner, req);
+        }
         // The copy for the one retry, taken before the body is sent.
         let replay = R::Copy::capture(inner, &req, self.release_wait);
         // `inner` was polled ready; use it, and leave it in place.
@@ -413,19 +434,19 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
                 token,
                 classify: self.classify.clone(),
                 replay,
-                proved_for,
             },
         )
     }
 
-    /// A request with [`TokenParams`]: the token from the cache's variant
-    /// for them (a lock and a hash of the parameters, per request).
+    /// A request with a DPoP-bound token: adds the proof, sends, and keeps
+    /// the `DPoP-Nonce` its response gives.
     #[cold]
     #[inline(never)]
-    fn call_with_params<S, B, ResB>(
+    fn send_proved<S, B, ResB>(
         &self,
+        token: Arc<Local>,
         inner: &mut S,
-        req: Request<B>,
+        mut req: Request<B>,
     ) -> ResponseFuture<S, B, C, R>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -434,12 +455,47 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         B: TryCloneBody + Send + 'static,
         ResB: http_body::Body + Send + 'static,
     {
+        let proved = token.proofs.as_ref().map(|proofs| proofs.prove(&mut req));
+        let uri = match proved.transpose() {
+            Ok(uri) => uri,
+            Err(error) => return ResponseFuture::acquiring(std::future::ready(Err(error.into()))),
+        };
+        let replay = R::Copy::capture(inner, &req, self.release_wait).into_replay();
+        let fut = inner.call(req);
+        ResponseFuture::acquiring(future::proved::<S, B, C, ResB>(
+            fut,
+            token,
+            self.classify.clone(),
+            replay,
+            uri,
+        ))
+    }
+
+    /// A request with [`TokenParams`], or no usable token in the cache.
+    #[cold]
+    #[inline(never)]
+    fn call_slow<S, B, ResB>(&self, inner: &mut S, req: Request<B>) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        if req.extensions().get::<TokenParams>().is_none() {
+            return self.call_without_token(&self.cache, inner, req);
+        }
+        // The token from the cache's variant for the parameters (a lock and
+        // a hash of the parameters, per request).
         let variant = req
             .extensions()
             .get::<TokenParams>()
             .and_then(|params| self.cache.variant(params));
         match variant {
-            Some(variant) => self.call_on(&variant, inner, &mut None, req),
+            Some(variant) => match variant.read(&mut None) {
+                Some(token) => self.send(token, inner, req),
+                None => self.call_without_token(&variant, inner, req),
+            },
             None if req.headers().contains_key(AUTHORIZATION) => {
                 ResponseFuture::passthrough(inner.call(req))
             }
@@ -490,12 +546,16 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
     }
 }
 
-/// Adds a DPoP proof to `req`; returns its URI, for the nonce of the
-/// response.
+/// A request that carried its own `Authorization` (B7): sent as it came.
 #[cold]
 #[inline(never)]
-fn prove<B>(proofs: &Proofs, req: &mut Request<B>) -> Result<Box<http::Uri>, Error> {
-    proofs.prove(req).map(Box::new)
+fn own_credentials<S, B, C, R>(inner: &mut S, mut req: Request<B>) -> ResponseFuture<S, B, C, R>
+where
+    S: Service<Request<B>>,
+    R: OnRejection,
+{
+    remove_appended_authorization(req.headers_mut());
+    ResponseFuture::passthrough(inner.call(req))
 }
 
 /// Takes out the `Authorization` value `call` appended (the last one) from a

@@ -235,3 +235,26 @@ fn b6_the_retry_copy_of_a_replayable_request_is_one_allocation() {
         "POST with a body: {with_copy} vs {bare}"
     );
 }
+
+/// The response future of a request sent with a bearer token is the inner
+/// future and 16 bytes (the token's thread copy and the classifier), so
+/// that the future of a small inner service stays within the 128 bytes
+/// that compilers move inline rather than with a `memcpy` call. This pins
+/// a shape, not a time: a DPoP proof's URI once sat here and made every
+/// bearer call pay for moving it (`BENCHMARKS.md`).
+#[test]
+fn b7_a_bearer_requests_future_is_the_inner_future_and_16_bytes() {
+    type Inner = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
+    type Returning = tower_bearer::future::ResponseFuture<
+        Noop,
+        Empty<Bytes>,
+        tower_bearer::reject::Standard,
+        Return,
+    >;
+    assert_eq!(std::mem::size_of::<Inner>(), 112);
+    assert!(
+        std::mem::size_of::<Returning>() <= std::mem::size_of::<Inner>() + 16,
+        "{} bytes",
+        std::mem::size_of::<Returning>()
+    );
+}
