@@ -746,6 +746,9 @@ impl TokenCacheBuilder {
             if store.lock_ttl < Duration::from_millis(10) {
                 return Err(ConfigError::new("store_lock_ttl must be at least 10 ms"));
             }
+            if let Some(reason) = store.key.unusable_reason() {
+                return Err(ConfigError::new(reason));
+            }
             store.wait.get_or_insert_with(|| {
                 let refresh = match retries.attempt_timeout {
                     Some(timeout) => timeout

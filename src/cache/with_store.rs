@@ -140,7 +140,7 @@ impl Refresh<'_> {
         loop {
             // 1. Load (and, while waiting, 3. poll): a restart, or another
             // cache was faster.
-            match self.look().await {
+            match self.look(false).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
                 Err(error) => return self.alone(&error).await,
@@ -173,22 +173,47 @@ impl Refresh<'_> {
     }
 
     /// Loads the stored token, and installs it when [`judge`] says so or
-    /// remembers it as the newest of the lineage.
-    async fn look(&mut self) -> Result<Option<Obtained>, StoreError> {
+    /// remembers it as the newest of the lineage. With `migrate` (only
+    /// while holding the lock, so that one cache does it), a key that
+    /// replaces an older one ([`StoreKey::previous`](crate::store::StoreKey::previous)) reads the older one
+    /// when nothing is stored under it, and a token installed from there
+    /// is saved under the new key at once.
+    async fn look(&mut self, migrate: bool) -> Result<Option<Obtained>, StoreError> {
         let settings = self.settings;
         (self.report)(Some(STORE_TIMEOUT));
-        let Some(stored) = bounded(settings.store.load(&settings.key)).await? else {
+        let mut stored = bounded(settings.store.load(&settings.key)).await?;
+        let mut migrated = false;
+        if stored.is_none()
+            && migrate
+            && let Some(previous) = settings.key.previous()
+        {
+            stored = bounded(settings.store.load(previous)).await?;
+            if stored.is_some() {
+                migrated = true;
+                tracing::info!(
+                    key = %settings.key,
+                    previous = %previous,
+                    "taking over the token stored under the key this one replaces"
+                );
+            }
+        }
+        let Some(stored) = stored else {
             return Ok(None);
         };
         match judge(stored, self.current, &settings.held, self.config) {
             Verdict::Install(token) => {
                 Counters::bump(&self.counters.adopted_from_store);
                 tracing::debug!("token taken from the store");
+                if migrated {
+                    save(settings, &token, self.config, self.counters).await;
+                }
                 Ok(Some(Obtained {
                     token,
                     fetched: false,
                 }))
             }
+            // The token fetched with its refresh token is saved under the
+            // new key, like every fetched token.
             Verdict::Previous(token) => {
                 self.latest = Some(token);
                 Ok(None)
@@ -208,7 +233,7 @@ impl Refresh<'_> {
         let ttl = self.settings.lock_ttl;
         let result = renewing(&lock, ttl, async {
             // Whoever held the lock before may have stored a token just now.
-            match self.look().await {
+            match self.look(true).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
                 Err(error) => failed(self.counters, &error, "load"),

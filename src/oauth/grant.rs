@@ -416,7 +416,7 @@ fn is_invalid_grant(error: &Error) -> bool {
 /// The methods and impls every public grant type shares; each is a thin
 /// `Arc<GrantCore>` handle.
 macro_rules! grant_handle {
-    ($name:ident) => {
+    ($name:ident $(, $field:ident)*) => {
         impl $name {
             /// A snapshot of this grant's counters (shared by its clones).
             pub fn stats(&self) -> $crate::oauth::GrantStats {
@@ -457,6 +457,7 @@ macro_rules! grant_handle {
                 let core = self.core.with_params(params)?;
                 Some(::std::sync::Arc::new($name {
                     core: ::std::sync::Arc::new(core),
+                    $($field: self.$field.clone(),)*
                 }))
             }
         }
