@@ -811,3 +811,76 @@ fn store_settings_are_checked_when_the_cache_is_built() {
             .is_err()
     );
 }
+
+/// A `MemoryStore` that records the time to live of every lock asked of it.
+#[derive(Clone, Default)]
+struct RecordingTtls {
+    store: MemoryStore,
+    ttls: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl RecordingTtls {
+    fn take(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.ttls.lock().unwrap())
+    }
+}
+
+impl TokenStore for RecordingTtls {
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        self.store.load(key)
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.store.save(key, token)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
+        self.ttls.lock().unwrap().push(ttl);
+        self.store.try_lock(key, ttl)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_lock_ttl_is_a_tenth_of_the_replaced_tokens_lifetime_between_1_and_10_s() {
+    let _clock = FrozenClock::freeze().await;
+    for (lifetime, ttl) in [(S(20), S(2)), (S(5), S(1)), (S(3600), S(10))] {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let store = RecordingTtls::default();
+        let cache = TokenCache::builder(counting(&requests, lifetime))
+            .store(store.clone(), key())
+            .build()
+            .unwrap();
+        // No token yet: nothing to go by, the ceiling.
+        cache.token().await.unwrap();
+        assert_eq!(store.take(), [S(10)]);
+        // Replacing a token: a tenth of its life, bounded. A crashed holder
+        // of a 20 s token's lock now stalls the others for 2 s, not 10.
+        advance(lifetime).await;
+        cache.token().await.unwrap();
+        assert_eq!(store.take(), [ttl], "a token living {lifetime:?}");
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+    }
+    // A configured time to live is used as it is.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let store = RecordingTtls::default();
+    let cache = TokenCache::builder(counting(&requests, S(20)))
+        .store(store.clone(), key())
+        .store_lock_ttl(S(3))
+        .build()
+        .unwrap();
+    cache.token().await.unwrap();
+    advance(S(20)).await;
+    cache.token().await.unwrap();
+    assert_eq!(store.take(), [S(3), S(3)]);
+}

@@ -29,9 +29,15 @@ pub(crate) struct Config {
 pub(crate) struct StoreSettings {
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) key: StoreKey,
-    pub(crate) lock_ttl: Duration,
-    /// How long to wait for another holder; computed at build when unset.
+    /// The lock's time to live; unset, it follows the token
+    /// ([`default_store_lock_ttl`](super::default_store_lock_ttl)).
+    pub(crate) lock_ttl: Option<Duration>,
+    /// How long to wait for another holder; unset, the lock's time to live
+    /// plus `refresh_bound`.
     pub(crate) wait: Option<Duration>,
+    /// The longest a refresh with this cache's retry settings can take;
+    /// computed at build.
+    pub(crate) refresh_bound: Duration,
     /// The tokens this cache has held, never to be installed again.
     pub(crate) held: Arc<Held>,
 }

@@ -186,10 +186,43 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default per-attempt timeout of a token request.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default time to live of a store's refresh lock: 10 s. The holder extends
-/// it every third of that while it refreshes, so it only bounds how long a
-/// holder that died (without releasing it) delays the others.
-pub const DEFAULT_STORE_LOCK_TTL: Duration = Duration::from_secs(10);
+/// The shortest default time to live of a store's refresh lock: 1 s; see
+/// [`default_store_lock_ttl`].
+pub const MIN_DEFAULT_STORE_LOCK_TTL: Duration = Duration::from_secs(1);
+
+/// The longest default time to live of a store's refresh lock: 10 s; see
+/// [`default_store_lock_ttl`].
+pub const MAX_DEFAULT_STORE_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// The default time to live of a store's refresh lock for a token that
+/// lives `lifetime`: a tenth of it, at least
+/// [`MIN_DEFAULT_STORE_LOCK_TTL`] (1 s) and at most
+/// [`MAX_DEFAULT_STORE_LOCK_TTL`] (10 s).
+///
+/// The time to live only bounds how long a holder that died without
+/// releasing the lock (a crash) delays the others: a live holder extends
+/// it every third of it. So it follows the token: a tenth keeps a crashed
+/// holder's lapse well inside the part of a token's life that remains
+/// after the refresh-ahead point, where 10 s for every token (the old
+/// default) stalled a fleet of short-lived tokens for longer than they
+/// live. The floor leaves room for a store's round trips and the
+/// extensions; the ceiling is that old default, plenty for a holder of a
+/// long-lived token to be taken over.
+///
+/// The lifetime is that of the token being replaced (the cache's, else the
+/// one found in the store); a cache with no token yet uses the ceiling.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::cache::default_store_lock_ttl;
+///
+/// assert_eq!(default_store_lock_ttl(Duration::from_secs(60)), Duration::from_secs(6));
+/// assert_eq!(default_store_lock_ttl(Duration::from_secs(5)), Duration::from_secs(1));
+/// assert_eq!(default_store_lock_ttl(Duration::from_secs(3600)), Duration::from_secs(10));
+/// ```
+pub fn default_store_lock_ttl(lifetime: Duration) -> Duration {
+    (lifetime / 10).clamp(MIN_DEFAULT_STORE_LOCK_TTL, MAX_DEFAULT_STORE_LOCK_TTL)
+}
 
 /// A token kept fresh for every caller. Cheap to clone: clones share one
 /// token, one refresh and one set of counters.
@@ -516,7 +549,7 @@ impl fmt::Debug for TokenCache {
 pub struct TokenCacheBuilder {
     source: Arc<dyn TokenSource>,
     config: Config,
-    store_lock_ttl: Duration,
+    store_lock_ttl: Option<Duration>,
     store_wait: Option<Duration>,
     max_variants: usize,
 }
@@ -543,7 +576,7 @@ impl TokenCacheBuilder {
                 store: None,
                 on_refresh: None,
             },
-            store_lock_ttl: DEFAULT_STORE_LOCK_TTL,
+            store_lock_ttl: None,
             store_wait: None,
             max_variants: DEFAULT_MAX_VARIANTS,
         }
@@ -645,13 +678,15 @@ impl TokenCacheBuilder {
             key,
             lock_ttl: self.store_lock_ttl,
             wait: self.store_wait,
+            refresh_bound: Duration::ZERO,
             held: Arc::default(),
         });
         self
     }
 
-    /// The time to live of the store's refresh lock (default
-    /// [`DEFAULT_STORE_LOCK_TTL`], 10 s): at most this long does a holder
+    /// The time to live of the store's refresh lock (by default a tenth of
+    /// the token's lifetime, between 1 and 10 s: see
+    /// [`default_store_lock_ttl`]): at most this long does a holder
     /// that died delay the others (a [`FileStore`](crate::store::FileStore)
     /// lock ends with its process, whatever this says). The holder extends
     /// it every third of it for as long as it holds it, and tries again a
@@ -664,9 +699,9 @@ impl TokenCacheBuilder {
     /// that a crashed holder's lock never lapses: the others then wait
     /// [`store_wait`](Self::store_wait).
     pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
-        self.store_lock_ttl = ttl;
+        self.store_lock_ttl = Some(ttl);
         if let Some(store) = &mut self.config.store {
-            store.lock_ttl = ttl;
+            store.lock_ttl = Some(ttl);
         }
         self
     }
@@ -743,21 +778,21 @@ impl TokenCacheBuilder {
             return Err(ConfigError::new("default_lifetime must not be zero"));
         }
         if let Some(store) = store {
-            if store.lock_ttl < Duration::from_millis(10) {
+            if store
+                .lock_ttl
+                .is_some_and(|ttl| ttl < Duration::from_millis(10))
+            {
                 return Err(ConfigError::new("store_lock_ttl must be at least 10 ms"));
             }
             if let Some(reason) = store.key.unusable_reason() {
                 return Err(ConfigError::new(reason));
             }
-            store.wait.get_or_insert_with(|| {
-                let refresh = match retries.attempt_timeout {
-                    Some(timeout) => timeout
-                        .saturating_add(retries.max_backoff)
-                        .saturating_mul(retries.max_attempts),
-                    None => Duration::from_secs(60),
-                };
-                store.lock_ttl.saturating_add(refresh)
-            });
+            store.refresh_bound = match retries.attempt_timeout {
+                Some(timeout) => timeout
+                    .saturating_add(retries.max_backoff)
+                    .saturating_mul(retries.max_attempts),
+                None => Duration::from_secs(60),
+            };
         }
         Ok(TokenCache {
             shared: Arc::new(Shared::new(

@@ -146,14 +146,17 @@ impl Refresh<'_> {
                 Err(error) => return self.alone(&error).await,
             }
             // 2. Lock.
+            let ttl = self.lock_ttl();
             (self.report)(Some(STORE_TIMEOUT));
-            match bounded(settings.store.try_lock(&settings.key, settings.lock_ttl)).await {
-                Ok(Some(lock)) => return self.hold(lock).await,
+            match bounded(settings.store.try_lock(&settings.key, ttl)).await {
+                Ok(Some(lock)) => return self.hold(lock, ttl).await,
                 Ok(None) => {}
                 Err(error) => return self.alone(&error).await,
             }
             // 3. Wait: someone else holds the lock.
-            let wait = settings.wait.unwrap_or(settings.lock_ttl);
+            let wait = settings
+                .wait
+                .unwrap_or_else(|| ttl.saturating_add(settings.refresh_bound));
             let deadline = *deadline.get_or_insert_with(|| {
                 Counters::bump(&self.counters.store_waits);
                 tracing::debug!(key = %settings.key, "another cache is refreshing this token; waiting for it");
@@ -169,6 +172,22 @@ impl Refresh<'_> {
             }
             (self.report)(Some(STORE_POLL_INTERVAL));
             tokio::time::sleep(STORE_POLL_INTERVAL).await;
+        }
+    }
+
+    /// The lock's time to live: the configured one, or a tenth of the
+    /// lifetime of the token being replaced (bounded, see
+    /// [`default_store_lock_ttl`](super::default_store_lock_ttl)).
+    fn lock_ttl(&self) -> Duration {
+        if let Some(ttl) = self.settings.lock_ttl {
+            return ttl;
+        }
+        match self.current.map(|e| &e.token).or(self.latest.as_ref()) {
+            Some(token) => {
+                let expires = effective_expiry(token, self.config.default_lifetime);
+                super::default_store_lock_ttl(expires.saturating_duration_since(token.issued_at()))
+            }
+            None => super::MAX_DEFAULT_STORE_LOCK_TTL,
         }
     }
 
@@ -229,8 +248,7 @@ impl Refresh<'_> {
     /// another cache could take it, find the old token in the store and
     /// refresh again — with a rotating refresh token, with the one this
     /// refresh has just spent (B5).
-    async fn hold(mut self, lock: StoreLock) -> Result<Obtained, Error> {
-        let ttl = self.settings.lock_ttl;
+    async fn hold(mut self, lock: StoreLock, ttl: Duration) -> Result<Obtained, Error> {
         let result = renewing(&lock, ttl, async {
             // Whoever held the lock before may have stored a token just now.
             match self.look(true).await {

@@ -81,8 +81,9 @@
 //! * **The holder dies** (its process crashes, its refresh is dropped):
 //!   a dropped lock is released at once; a crashed holder's lock lapses
 //!   after the lock's time to live
-//!   ([`store_lock_ttl`](crate::TokenCacheBuilder::store_lock_ttl), default
-//!   10 s). The next waiter to poll takes it over and refreshes, so the
+//!   ([`store_lock_ttl`](crate::TokenCacheBuilder::store_lock_ttl), by
+//!   default a tenth of the replaced token's lifetime, between 1 and 10 s:
+//!   [`default_store_lock_ttl`](crate::cache::default_store_lock_ttl)). The next waiter to poll takes it over and refreshes, so the
 //!   others are delayed by at most the time to live plus one poll interval.
 //!   A [`FileStore`] lock is an operating-system lock, released the moment
 //!   its holder dies.
