@@ -520,6 +520,41 @@ async fn redis_stopped_mid_run_calls_keep_succeeding_and_sharing_resumes_after_r
     assert_eq!(after.store_errors, resumed.store_errors, "{after:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_first_refresh_after_a_restart_is_still_shared() {
+    // Four replicas, each with a `RedisStore` of its own (as separate
+    // processes have), tokens of 2 s used for all of it. Redis restarts
+    // (empty) while they are idle: the first command of each on its old
+    // connection meets a closed socket. That command is sent again on a
+    // fresh connection, so the refresh after the restart is shared like
+    // any other: one token request, no store error.
+    let mut redis = RedisServer::start();
+    let tokens = token_server(2).await;
+    let caches: Vec<TokenCache> = (0..4)
+        .map(|_| {
+            let store = RedisStore::new(&redis.url()).unwrap();
+            replica(&tokens, Some(&store))
+        })
+        .collect();
+    for cache in &caches {
+        cache.token().await.unwrap();
+    }
+    assert_eq!(tokens.requests(), 1);
+
+    redis.restart();
+    // Idle until the token has expired.
+    tokio::time::sleep(MS(2_200)).await;
+    let refreshed = futures_util::future::join_all(caches.iter().map(|c| c.token())).await;
+    for token in refreshed {
+        token.unwrap();
+    }
+
+    let stats = total(&caches);
+    assert_eq!(stats.store_errors, 0, "{stats:?}");
+    assert_eq!(tokens.requests(), 2, "{stats:?}");
+    assert_eq!(stats.adopted_from_store, 3 + 3, "{stats:?}");
+}
+
 // === measurements for BENCHMARKS.md ===
 
 /// Token requests per token lifetime for N = 1, 2, 4, 8 replicas, with and

@@ -59,7 +59,12 @@ const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 /// first command (so building a store needs no Redis and no runtime), which
 /// reconnects after Redis comes back. Each command gives up after
 /// [`timeout`](Self::timeout) (default 1 s), waiting for a connection
-/// included. A failed command is a
+/// included. A command whose connection turns out to have been closed (the
+/// first one after Redis restarted or failed over) is sent once more, on a
+/// new connection, within the same timeout: the lock and the scripts are
+/// safe to send twice, and a lock whose first `SET` reached Redis is
+/// recognised as ours by its value. A refused connection is not retried. A
+/// failed command is a
 /// [`StoreError`]; the cache logs it and fetches tokens on its own until
 /// Redis answers again. Use the store from one tokio runtime.
 ///
@@ -244,6 +249,35 @@ async fn within<T>(
     }
 }
 
+/// Sends `cmd`, and once more when the connection turned out to be dead:
+/// after Redis restarted or failed over, the first command on the old
+/// connection meets a closed socket, and the connection manager reconnects
+/// for the second. A refused connection (Redis down) is not retried: that
+/// fails fast. Both attempts together stay within `timeout`. Returns the
+/// reply and whether it came from the second attempt.
+async fn query<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    timeout: Duration,
+    cmd: &redis::Cmd,
+) -> Result<(T, bool), StoreError> {
+    within(timeout, async {
+        match cmd.query_async(conn).await {
+            Err(error) if dropped(&error) => {
+                tracing::debug!(%error, "the Redis connection was closed; sending the command again");
+                cmd.query_async(conn).await.map(|reply| (reply, true))
+            }
+            reply => reply.map(|reply| (reply, false)),
+        }
+    })
+    .await
+}
+
+/// Whether `error` says the connection was closed under the command (and a
+/// new one may work), rather than refused.
+fn dropped(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() && !error.is_connection_refusal()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
         .unwrap_or(u64::MAX)
@@ -257,13 +291,9 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            let bytes: Option<Vec<u8>> = within(
-                self.inner.timeout,
-                redis::cmd("GET")
-                    .arg(self.token_key(key))
-                    .query_async(&mut conn),
-            )
-            .await?;
+            let get = redis::cmd("GET").arg(self.token_key(key)).clone();
+            let (bytes, _): (Option<Vec<u8>>, _) =
+                query(&mut conn, self.inner.timeout, &get).await?;
             let Some(bytes) = bytes else { return Ok(None) };
             match StoredToken::from_json(&bytes) {
                 Ok(token) => Ok(Some(token)),
@@ -286,16 +316,15 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            within(
-                self.inner.timeout,
-                redis::cmd("SET")
-                    .arg(self.token_key(key))
-                    .arg(token.to_json())
-                    .arg("PX")
-                    .arg(millis(self.ttl_of(token)))
-                    .query_async::<()>(&mut conn),
-            )
-            .await
+            let set = redis::cmd("SET")
+                .arg(self.token_key(key))
+                .arg(token.to_json())
+                .arg("PX")
+                .arg(millis(self.ttl_of(token)))
+                .clone();
+            query::<()>(&mut conn, self.inner.timeout, &set)
+                .await
+                .map(drop)
         })
     }
 
@@ -309,17 +338,24 @@ impl TokenStore for RedisStore {
             let lock_key = self.lock_key(key);
             let value = unique_value();
             let timeout = self.inner.timeout;
-            let reply: Result<Option<String>, StoreError> = within(
-                timeout,
-                redis::cmd("SET")
-                    .arg(&lock_key)
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .query_async(&mut conn),
-            )
-            .await;
+            let set = redis::cmd("SET")
+                .arg(&lock_key)
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .clone();
+            let reply = match query::<Option<String>>(&mut conn, timeout, &set).await {
+                // Sent twice: the first may have reached Redis before its
+                // connection closed, and then the lock is ours already.
+                Ok((None, true)) => {
+                    let get = redis::cmd("GET").arg(&lock_key).clone();
+                    query::<Option<String>>(&mut conn, timeout, &get)
+                        .await
+                        .map(|(holder, _)| holder.filter(|holder| *holder == value))
+                }
+                reply => reply.map(|(reply, _)| reply),
+            };
             let held = RedisLock {
                 conn,
                 key: lock_key,
@@ -366,17 +402,15 @@ impl HeldLock for RedisLock {
     fn extend(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let extended: i64 = within(
-                self.timeout,
-                redis::cmd("EVAL")
-                    .arg(EXTEND)
-                    .arg(1)
-                    .arg(&self.key)
-                    .arg(&self.value)
-                    .arg(millis(ttl))
-                    .query_async(&mut conn),
-            )
-            .await?;
+            // Compare-and-extend: sending it twice does no harm.
+            let extend = redis::cmd("EVAL")
+                .arg(EXTEND)
+                .arg(1)
+                .arg(&self.key)
+                .arg(&self.value)
+                .arg(millis(ttl))
+                .clone();
+            let (extended, _): (i64, _) = query(&mut conn, self.timeout, &extend).await?;
             Ok(extended == 1)
         })
     }
@@ -389,17 +423,14 @@ impl HeldLock for RedisLock {
             timeout,
         } = *self;
         Box::pin(async move {
-            within(
-                timeout,
-                redis::cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(&value)
-                    .query_async::<i64>(&mut conn),
-            )
-            .await
-            .map(drop)
+            // Compare-and-delete: sending it twice does no harm.
+            let release = redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(&key)
+                .arg(&value)
+                .clone();
+            query::<i64>(&mut conn, timeout, &release).await.map(drop)
         })
     }
 }
