@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::lock::unique_value;
@@ -50,7 +50,9 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 /// * **Serialised writes.** Saves take an exclusive lock on `<file>.lock`
 ///   around read-modify-write, so two processes saving different tokens
 ///   never lose one another's. A save waits at most 3 s for it (another
-///   save takes milliseconds), then fails.
+///   save takes milliseconds), then fails. While another process holds it,
+///   one thread per store (and its clones) waits for it, however many
+///   saves give up meanwhile.
 /// * **Forgiving reads.** A corrupt, truncated or unknown-version file (or
 ///   entry) is logged at `warn` and treated as empty — never a panic, never
 ///   an error for the cache — and the next good token overwrites it.
@@ -102,6 +104,9 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct FileStore {
     path: Arc<Path>,
+    /// Saves of this store (and its clones) share one waiter for the
+    /// write lock.
+    write_lock: Arc<WriteLock>,
 }
 
 impl FileStore {
@@ -109,6 +114,7 @@ impl FileStore {
     pub fn new(path: impl Into<PathBuf>) -> FileStore {
         FileStore {
             path: path.into().into(),
+            write_lock: Arc::default(),
         }
     }
 
@@ -144,8 +150,11 @@ impl TokenStore for FileStore {
         token: &'a StoredToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (path, lock, key) = (self.path.clone(), self.sibling(".lock"), key.clone());
+        let write_lock = self.write_lock.clone();
         let value = token.to_value();
-        Box::pin(blocking(move || save(&path, &lock, &key, value)))
+        Box::pin(blocking(move || {
+            save(&path, &lock, &write_lock, &key, value)
+        }))
     }
 
     fn try_lock<'a>(
@@ -238,6 +247,7 @@ fn load(path: &Path, key: &StoreKey) -> Result<Option<StoredToken>, StoreError> 
 fn save(
     path: &Path,
     lock_path: &Path,
+    write_lock: &Arc<WriteLock>,
     key: &StoreKey,
     value: serde_json::Value,
 ) -> Result<(), StoreError> {
@@ -245,7 +255,7 @@ fn save(
         create_private_dir(parent)?;
     }
     // Serialise read-modify-write among processes; released when dropped.
-    let lock = lock_for_writing(open_lock_file(lock_path)?)?;
+    let lock = write_lock.lock(open_lock_file(lock_path)?, || open_lock_file(lock_path))?;
     let mut tokens = match read_file(path)? {
         None => serde_json::Map::new(),
         Some(bytes) => parse_file(&bytes).unwrap_or_else(|error| {
@@ -272,39 +282,116 @@ fn save(
 /// network file system).
 const WRITE_LOCK_WAIT: Duration = Duration::from_secs(3);
 
-/// Takes the exclusive write lock on `lock`, waiting at most
-/// [`WRITE_LOCK_WAIT`], and returns the locked file.
+/// The write lock of one store (shared by its clones): at most one thread
+/// of its own waits for it.
 ///
 /// A blocking `flock` on the calling thread could wait forever, and with it
 /// a thread of tokio's blocking pool, which a runtime's shutdown waits for;
-/// polling `try_lock` would starve behind a busy writer. So when the lock is
-/// taken, a thread of its own waits for it: given up on, it releases the
-/// lock as soon as it gets it, and ends.
+/// polling `try_lock` would starve behind a busy writer. So when the lock
+/// is taken by another process, one thread (the *waiter*) blocks for it,
+/// and the saves of this store wait for the waiter, each for at most
+/// [`WRITE_LOCK_WAIT`]. When the waiter gets the lock it hands it to one
+/// waiting save, or releases it at once when every save has given up, and
+/// ends. However many saves give up while another process holds the lock,
+/// one thread is blocked, not one per save.
 ///
-/// The wait is on the system's monotonic clock, not tokio's: it runs on the
-/// blocking pool, where a paused tokio clock would never move.
-fn lock_for_writing(lock: File) -> Result<File, StoreError> {
-    match lock.try_lock() {
-        Ok(()) => return Ok(lock),
-        Err(TryLockError::WouldBlock) => {}
-        Err(TryLockError::Error(e)) => return Err(StoreError::unavailable(e)),
+/// The waits are on the system's monotonic clock, not tokio's: they run on
+/// the blocking pool, where a paused tokio clock would never move.
+#[derive(Default)]
+struct WriteLock {
+    state: Mutex<Waiting>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// Saves waiting for the lock.
+    saves: usize,
+    /// Whether the waiter thread is blocked in `flock`.
+    waiter: bool,
+    /// The lock, taken by the waiter, for the next save to take.
+    ready: Option<File>,
+    /// The waiter's `flock` failed: the next save reports it.
+    failed: Option<io::Error>,
+}
+
+impl WriteLock {
+    fn state(&self) -> MutexGuard<'_, Waiting> {
+        // Nothing panics while holding it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("tower-bearer-file-lock".into())
-        .spawn(move || {
-            let locked = lock.lock().map(|()| lock);
-            // Given up on: the file (and its lock) is dropped with the
-            // message.
-            let _ = tx.send(locked);
-        })
-        .map_err(StoreError::unavailable)?;
-    match rx.recv_timeout(WRITE_LOCK_WAIT) {
-        Ok(locked) => locked.map_err(StoreError::unavailable),
-        Err(_) => Err(StoreError::unavailable(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "another process has held the token file's write lock for too long",
-        ))),
+
+    /// Takes the exclusive write lock on `lock` (an open lock file),
+    /// waiting at most [`WRITE_LOCK_WAIT`], and returns the locked file.
+    /// `reopen` opens the lock file again for a waiter thread.
+    fn lock(
+        self: &Arc<Self>,
+        lock: File,
+        reopen: impl Fn() -> Result<File, StoreError>,
+    ) -> Result<File, StoreError> {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(StoreError::unavailable(e)),
+        }
+        drop(lock);
+        let deadline = std::time::Instant::now() + WRITE_LOCK_WAIT;
+        let mut state = self.state();
+        state.saves += 1;
+        let result = loop {
+            if let Some(file) = state.ready.take() {
+                break Ok(file);
+            }
+            if let Some(error) = state.failed.take() {
+                break Err(StoreError::unavailable(error));
+            }
+            if !state.waiter {
+                match reopen().and_then(|file| self.spawn_waiter(file)) {
+                    Ok(()) => state.waiter = true,
+                    Err(error) => break Err(error),
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break Err(StoreError::unavailable(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "another process has held the token file's write lock for too long",
+                )));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        state.saves -= 1;
+        if state.saves == 0 {
+            // Nobody is left to take a lock the waiter got meanwhile.
+            drop(state.ready.take());
+        }
+        result
+    }
+
+    fn spawn_waiter(self: &Arc<Self>, file: File) -> Result<(), StoreError> {
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name("tower-bearer-file-lock".into())
+            .spawn(move || {
+                let locked = file.lock();
+                let mut state = this.state();
+                state.waiter = false;
+                match locked {
+                    // Handed to a waiting save, or released at once when
+                    // every save gave up.
+                    Ok(()) if state.saves > 0 => state.ready = Some(file),
+                    Ok(()) => drop(file),
+                    Err(error) if state.saves > 0 => state.failed = Some(error),
+                    Err(_) => {}
+                }
+                this.changed.notify_all();
+            })
+            .map(drop)
+            .map_err(StoreError::unavailable)
     }
 }
 
