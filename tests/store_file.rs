@@ -461,7 +461,7 @@ fn without_settle_a_stop_during_a_refresh_loses_its_answer() {
 // === bad files ===
 
 #[tokio::test]
-async fn corrupt_truncated_and_unknown_version_files_are_ignored_then_overwritten() {
+async fn corrupt_and_truncated_files_are_ignored_then_overwritten() {
     let dir = temp_dir("corrupt");
     let key = StoreKey::new(["store_file", "corrupt"]);
     let good = {
@@ -481,10 +481,6 @@ async fn corrupt_truncated_and_unknown_version_files_are_ignored_then_overwritte
         ("not an object", b"[1, 2, 3]".to_vec()),
         ("no version", br#"{"tokens": {}}"#.to_vec()),
         (
-            "unknown version",
-            br#"{"version": 99, "tokens": {"x": 1}}"#.to_vec(),
-        ),
-        (
             "unreadable entry",
             format!(
                 r#"{{"version": 1, "tokens": {{"{key}": {{"version": 1, "access_token": 5}}}}}}"#
@@ -492,8 +488,8 @@ async fn corrupt_truncated_and_unknown_version_files_are_ignored_then_overwritte
             .into_bytes(),
         ),
         (
-            "entry of unknown version",
-            format!(r#"{{"version": 1, "tokens": {{"{key}": {{"version": 7}}}}}}"#).into_bytes(),
+            "entry whose version is not a number",
+            format!(r#"{{"version": 1, "tokens": {{"{key}": {{"version": "7"}}}}}}"#).into_bytes(),
         ),
     ];
     for (what, bytes) in cases {
@@ -642,6 +638,111 @@ async fn lock_files_are_never_opened_through_a_symbolic_link() {
     assert!(!save_target.exists(), "created through the link");
     assert!(!lock_target.exists(), "created through the link");
     assert!(!file.exists());
+}
+
+#[tokio::test]
+async fn a_newer_builds_file_or_entry_is_left_as_it_is_and_the_cache_carries_on() {
+    // A rolling upgrade: a newer build wrote a file, or an entry, of a
+    // version this build does not know. This build neither reads nor
+    // replaces it (a newer build's refresh token may be the only one), and
+    // its cache fetches tokens on its own.
+    let dir = temp_dir("newer");
+    let key = StoreKey::new(["store_file", "newer"]);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "file of a newer version",
+            r#"{"version": 2, "tokens": {"anything": {"new": "shape"}}}"#.to_owned(),
+        ),
+        (
+            "entry of a newer version",
+            format!(r#"{{"version": 1, "tokens": {{"{key}": {{"version": 7, "sealed": "…"}}}}}}"#),
+        ),
+    ];
+    for (what, text) in cases {
+        let file = dir.join(format!("{}.json", what.replace(' ', "-")));
+        std::fs::write(&file, &text).unwrap();
+        let store = FileStore::new(&file);
+        assert!(
+            store.load(&key).await.unwrap_err().is_unknown_version(),
+            "{what}"
+        );
+        let token = StoredToken::from_token(&Token::new(format!("at-{MARK}")));
+        assert!(
+            store
+                .save(&key, &token)
+                .await
+                .unwrap_err()
+                .is_unknown_version(),
+            "{what}"
+        );
+
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = {
+            let requests = requests.clone();
+            source::from_fn(move |_| {
+                let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    Ok(Token::new(format!("at-{MARK}-new-{n}"))
+                        .with_expires_in(Duration::from_secs(3600)))
+                }
+            })
+        };
+        let cache = TokenCache::builder(counted)
+            .store(FileStore::new(&file), key.clone())
+            .build()
+            .unwrap();
+        let token = cache.token().await.unwrap();
+        assert_eq!(
+            token.access_token().secret(),
+            format!("at-{MARK}-new-1"),
+            "{what}"
+        );
+        assert!(
+            cache.stats().store_errors >= 1,
+            "{what}: {:?}",
+            cache.stats()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "{what}: rewritten"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_save_writes_every_other_entry_back_byte_for_byte() {
+    // Entries of other keys (another build's, with members and a layout of
+    // their own) come back exactly as they were, whatever this save writes.
+    let dir = temp_dir("byte-for-byte");
+    let file = dir.join("tokens.json");
+    let key = StoreKey::new(["store_file", "byte-for-byte"]);
+    let newer = r#"{"version": 7,  "zeta": [1, 2.50, "\u00e9"], "alpha": {}}"#;
+    let older = r#"{"version":1,"access_token":"other","token_type":"Bearer","issued_at_ms":1,"extra_member":true}"#;
+    std::fs::write(
+        &file,
+        format!(r#"{{"version": 1, "tokens": {{"newer-key": {newer}, "older-key": {older}}}, "written_by": "a newer build"}}"#),
+    )
+    .unwrap();
+    let store = FileStore::new(&file);
+    let token = StoredToken::from_token(&Token::new(format!("at-{MARK}")));
+    store.save(&key, &token).await.unwrap();
+    store.save(&key, &token).await.unwrap();
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(newer), "{text}");
+    assert!(text.contains(older), "{text}");
+    assert!(text.contains(r#""written_by": "a newer build""#), "{text}");
+    assert_eq!(
+        store
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .access_token()
+            .secret(),
+        format!("at-{MARK}")
+    );
 }
 
 #[tokio::test]

@@ -197,7 +197,7 @@ async fn redis_odd_values_are_ignored_or_overwritten_never_a_panic() {
     for odd in [
         &b"garbage"[..],
         b"",
-        b"{\"version\":9}",
+        b"{\"version\":\"9\"}",
         b"\xff\xfe",
         b"{\"version\":1,\"access_token\":\"\",\"issued_at_ms\":0}",
     ] {
@@ -233,6 +233,43 @@ async fn redis_odd_values_are_ignored_or_overwritten_never_a_panic() {
     // Debug never shows the password of the URL.
     let with_password = RedisStore::new("redis://:hunter2@127.0.0.1:1/0").unwrap();
     assert!(!format!("{with_password:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn redis_a_newer_builds_entry_is_left_as_it_is_and_the_cache_carries_on() {
+    // A rolling upgrade: a newer build stored a token in a format version
+    // this build does not know. This build neither reads nor replaces it,
+    // and its cache fetches tokens on its own.
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let mut conn = raw(&redis).await;
+    let token_key = store.token_key(&key());
+    let newer = r#"{"version":2,"sealed":"…","refresh_token":"only-here"}"#;
+    let _: () = redis::cmd("SET")
+        .arg(&token_key)
+        .arg(newer)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    assert!(store.load(&key()).await.unwrap_err().is_unknown_version());
+    let token = StoredToken::from_token(&Token::new("mine"));
+    let refused = store.save(&key(), &token).await.unwrap_err();
+    assert!(refused.is_unknown_version(), "{refused}");
+    let tokens = token_server(300).await;
+    let cache = replica(&tokens, Some(&store));
+    assert_eq!(
+        cache.token().await.unwrap().access_token().secret(),
+        "tok-1"
+    );
+    assert!(cache.stats().store_errors >= 1, "{:?}", cache.stats());
+
+    let kept: String = redis::cmd("GET")
+        .arg(&token_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, newer);
 }
 
 #[tokio::test]

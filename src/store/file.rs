@@ -1,11 +1,14 @@
 //! [`FileStore`]: tokens in a JSON file, so that they survive a restart.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use serde_json::value::RawValue;
 
 use super::lock::unique_value;
 use super::{HeldLock, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
@@ -53,9 +56,16 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 ///   save takes milliseconds), then fails. While another process holds it,
 ///   one thread per store (and its clones) waits for it, however many
 ///   saves give up meanwhile.
-/// * **Forgiving reads.** A corrupt, truncated or unknown-version file (or
-///   entry) is logged at `warn` and treated as empty — never a panic, never
-///   an error for the cache — and the next good token overwrites it.
+/// * **Forward compatible.** A save replaces its own entry only: every
+///   other entry, and every other member of the file, is written back byte
+///   for byte. A file, or an entry, of a format version this build does
+///   not know (a newer build wrote it, during a rolling upgrade) is never
+///   replaced: a load reports it ([`StoreError::is_unknown_version`]) and
+///   the cache carries on without the store for that token; a save fails
+///   and leaves the file as it is.
+/// * **Forgiving reads.** A corrupt or truncated file (or entry) is logged
+///   at `warn` and treated as empty — never a panic, never an error for the
+///   cache — and the next good token overwrites it.
 ///
 /// # The refresh lock
 ///
@@ -216,8 +226,16 @@ fn load(path: &Path, key: &StoreKey) -> Result<Option<StoredToken>, StoreError> 
         return Ok(None);
     };
     warn_if_readable_by_others(path);
-    let mut tokens = match parse_file(&bytes) {
-        Ok(tokens) => tokens,
+    let file = match parse_file(&bytes) {
+        Ok(file) => file,
+        Err(error) if error.is_unknown_version() => {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "the token file has a version this build does not know; carrying on without it (it is left as it is)"
+            );
+            return Err(error);
+        }
         Err(error) => {
             tracing::warn!(
                 path = %path.display(),
@@ -227,11 +245,23 @@ fn load(path: &Path, key: &StoreKey) -> Result<Option<StoredToken>, StoreError> 
             return Ok(None);
         }
     };
-    let Some(value) = tokens.remove(key.as_str()) else {
+    let Some(entry) = file.tokens.get(key.as_str()) else {
         return Ok(None);
     };
-    match StoredToken::from_value(value) {
+    let decoded = serde_json::from_str(entry.get())
+        .map_err(|_| StoreError::corrupt("the stored token is not valid JSON"))
+        .and_then(StoredToken::from_value);
+    match decoded {
         Ok(token) => Ok(Some(token)),
+        Err(error) if error.is_unknown_version() => {
+            tracing::warn!(
+                path = %path.display(),
+                %key,
+                %error,
+                "a token in the token file has a version this build does not know; carrying on without it (it is left as it is)"
+            );
+            Err(error)
+        }
         Err(error) => {
             tracing::warn!(
                 path = %path.display(),
@@ -256,20 +286,35 @@ fn save(
     }
     // Serialise read-modify-write among processes; released when dropped.
     let lock = write_lock.lock(open_lock_file(lock_path)?, || open_lock_file(lock_path))?;
-    let mut tokens = match read_file(path)? {
-        None => serde_json::Map::new(),
-        Some(bytes) => parse_file(&bytes).unwrap_or_else(|error| {
-            tracing::warn!(
-                path = %path.display(),
-                %error,
-                "replacing an unreadable token file"
-            );
-            serde_json::Map::new()
-        }),
+    let mut file = match read_file(path)? {
+        None => TokenFile::default(),
+        Some(bytes) => match parse_file(&bytes) {
+            Ok(file) => file,
+            // A newer build's file: never replaced by this one.
+            Err(error) if error.is_unknown_version() => return Err(error),
+            Err(error) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "replacing an unreadable token file"
+                );
+                TokenFile::default()
+            }
+        },
     };
-    tokens.insert(key.as_str().to_owned(), value);
-    let file = serde_json::json!({ "version": FILE_VERSION, "tokens": tokens });
-    let mut bytes = serde_json::to_vec_pretty(&file).map_err(StoreError::unavailable)?;
+    // A newer build's entry under this key: left as it is, and this save
+    // fails. Every other entry is written back as it was read.
+    if let Some(version) = file
+        .tokens
+        .get(key.as_str())
+        .and_then(|entry| entry_version(entry))
+        .filter(|version| *version != u64::from(StoredToken::VERSION))
+    {
+        return Err(StoreError::unknown_version(version));
+    }
+    let entry = serde_json::value::to_raw_value(&value).map_err(StoreError::unavailable)?;
+    file.tokens.insert(key.as_str().to_owned(), entry);
+    let mut bytes = file.to_bytes()?;
     bytes.push(b'\n');
     write_atomically(path, &bytes).map_err(StoreError::unavailable)?;
     drop(lock);
@@ -409,26 +454,80 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(Some(bytes))
 }
 
-/// The `tokens` map of a token file.
-fn parse_file(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+/// A token file of this build's version: its entries each as the exact JSON
+/// text they were read as (so that a save writes every other entry back
+/// byte for byte), and any other member of the file as it was.
+#[derive(Default)]
+struct TokenFile {
+    tokens: BTreeMap<String, Box<RawValue>>,
+    others: BTreeMap<String, Box<RawValue>>,
+}
+
+/// The keys only: the entries hold tokens.
+impl fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenFile")
+            .field("keys", &self.tokens.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenFile {
+    fn to_bytes(&self) -> Result<Vec<u8>, StoreError> {
+        let mut members: BTreeMap<&str, &RawValue> = self
+            .others
+            .iter()
+            .map(|(k, v)| (k.as_str(), &**v))
+            .collect();
+        let version =
+            RawValue::from_string(FILE_VERSION.to_string()).map_err(StoreError::unavailable)?;
+        let tokens =
+            serde_json::value::to_raw_value(&self.tokens).map_err(StoreError::unavailable)?;
+        members.insert("version", &version);
+        members.insert("tokens", &tokens);
+        serde_json::to_vec_pretty(&members).map_err(StoreError::unavailable)
+    }
+}
+
+/// The `version` of a stored entry, if it has a numeric one.
+fn entry_version(entry: &RawValue) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: Option<u64>,
+    }
+    serde_json::from_str::<Versioned>(entry.get())
+        .ok()
+        .and_then(|v| v.version)
+}
+
+/// A token file: [`StoreError::is_unknown_version`] for a file of another
+/// version, [`StoreError::is_corrupt`] for anything else it cannot read.
+fn parse_file(bytes: &[u8]) -> Result<TokenFile, StoreError> {
     if bytes.len() as u64 > MAX_FILE_SIZE {
         return Err(StoreError::corrupt("the token file is too large"));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
-        StoreError::corrupt("the token file is not valid JSON (corrupt or truncated)")
-    })?;
-    let serde_json::Value::Object(mut file) = value else {
-        return Err(StoreError::corrupt("the token file is not a JSON object"));
-    };
-    match file.get("version").and_then(serde_json::Value::as_u64) {
+    let mut members: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(bytes).map_err(|_| {
+            StoreError::corrupt(
+                "the token file is not a JSON object (corrupt, truncated or something else)",
+            )
+        })?;
+    let version = members
+        .remove("version")
+        .and_then(|v| serde_json::from_str::<u64>(v.get()).ok());
+    match version {
         Some(FILE_VERSION) => {}
         Some(other) => return Err(StoreError::unknown_version(other)),
         None => return Err(StoreError::corrupt("the token file has no format version")),
     }
-    match file.remove("tokens") {
-        Some(serde_json::Value::Object(tokens)) => Ok(tokens),
-        _ => Err(StoreError::corrupt("the token file has no tokens object")),
-    }
+    let tokens = members
+        .remove("tokens")
+        .and_then(|t| serde_json::from_str(t.get()).ok())
+        .ok_or_else(|| StoreError::corrupt("the token file has no tokens object"))?;
+    Ok(TokenFile {
+        tokens,
+        others: members,
+    })
 }
 
 /// Temporary file, fsync, rename, fsync of the folder.
@@ -581,6 +680,7 @@ mod tests {
         assert!(
             parse_file(br#"{"version":1,"tokens":{}}"#)
                 .unwrap()
+                .tokens
                 .is_empty()
         );
         assert!(

@@ -25,6 +25,22 @@ pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 36
 /// means Redis is gone, and the cache then carries on alone.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Saves a token unless the key holds an entry of another format version
+/// (a newer build's, which this one must not replace): `OK`, or
+/// `version:<n>` when it left the entry as it was. A value that is not a
+/// JSON object with a numeric `version` (corrupt), or a key of another
+/// type, is replaced.
+const SAVE: &str = r"local v = false
+if redis.call('TYPE', KEYS[1]).ok == 'string' then v = redis.call('GET', KEYS[1]) end
+if v then
+  local ok, d = pcall(cjson.decode, v)
+  if ok and type(d) == 'table' and type(d['version']) == 'number' and d['version'] ~= tonumber(ARGV[3]) then
+    return 'version:' .. string.format('%d', d['version'])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 'OK'";
+
 /// Compare-and-delete: release the lock only if we still hold it.
 const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -52,6 +68,12 @@ const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 ///
 /// The braces are a Redis Cluster hash tag: both keys of one token live in
 /// one slot.
+///
+/// A save is a script that leaves an entry of another format version (a
+/// newer build's, during a rolling upgrade) as it is and fails with
+/// [`StoreError::is_unknown_version`]; a load reports such an entry the
+/// same way, and the cache carries on without the store for that token.
+/// A corrupt value is ignored and replaced by the next save.
 ///
 /// # Connection
 ///
@@ -297,6 +319,14 @@ impl TokenStore for RedisStore {
             let Some(bytes) = bytes else { return Ok(None) };
             match StoredToken::from_json(&bytes) {
                 Ok(token) => Ok(Some(token)),
+                Err(error) if error.is_unknown_version() => {
+                    tracing::warn!(
+                        %key,
+                        %error,
+                        "the token in Redis has a version this build does not know; carrying on without it (it is left as it is)"
+                    );
+                    Err(error)
+                }
                 Err(error) => {
                     tracing::warn!(
                         %key,
@@ -316,15 +346,21 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            let set = redis::cmd("SET")
+            let save = redis::cmd("EVAL")
+                .arg(SAVE)
+                .arg(1)
                 .arg(self.token_key(key))
                 .arg(token.to_json())
-                .arg("PX")
                 .arg(millis(self.ttl_of(token)))
+                .arg(StoredToken::VERSION)
                 .clone();
-            query::<()>(&mut conn, self.inner.timeout, &set)
-                .await
-                .map(drop)
+            let (reply, _): (String, _) = query(&mut conn, self.inner.timeout, &save).await?;
+            match reply.strip_prefix("version:") {
+                None => Ok(()),
+                Some(version) => Err(StoreError::unknown_version(
+                    version.parse().unwrap_or(u64::MAX),
+                )),
+            }
         })
     }
 
