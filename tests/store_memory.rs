@@ -884,3 +884,26 @@ async fn the_default_lock_ttl_is_a_tenth_of_the_replaced_tokens_lifetime_between
     cache.token().await.unwrap();
     assert_eq!(store.take(), [S(3), S(3)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lapsed_lock_saves_nothing_once_someone_else_holds_it() {
+    let store = MemoryStore::new();
+    let token = |value: &str| StoredToken::from_token(&Token::new(value));
+    let (first_token, second_token, late_token) = (token("first"), token("second"), token("late"));
+    let key = key();
+    let first = store.try_lock(&key, S(1)).await.unwrap().unwrap();
+    // Held: saved.
+    let saved = store.save_if_held(&key, &first_token, &first).unwrap();
+    assert!(saved.await.unwrap());
+    advance(S(2)).await;
+    let second = store.try_lock(&key, S(1)).await.unwrap().unwrap();
+    let saved = store.save_if_held(&key, &second_token, &second).unwrap();
+    assert!(saved.await.unwrap());
+    // The first holder's lock lapsed and was taken: its save is refused.
+    let late = store.save_if_held(&key, &late_token, &first).unwrap();
+    assert!(!late.await.unwrap());
+    assert_eq!(store.get(&key).unwrap().access_token().secret(), "second");
+    // Another store's lock is not this store's to check.
+    let other = MemoryStore::new();
+    assert!(other.save_if_held(&key, &late_token, &second).is_none());
+}

@@ -384,6 +384,125 @@ async fn redis_a_lock_whose_answer_timed_out_is_released_not_left_to_lapse() {
     assert!(store.try_lock(&key(), S(60)).await.unwrap().is_some());
 }
 
+/// A loopback TCP proxy to Redis that can stop forwarding (a network
+/// partition between one replica and Redis) and resume (it heals; nothing
+/// is lost, only late).
+struct Partition {
+    url: String,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    async fn to(redis: &RedisServer) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = redis.port;
+        let flag = blocked.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, flag.clone()));
+                tokio::spawn(forward(server_read, client_write, flag.clone()));
+            }
+        });
+        Partition { url, blocked }
+    }
+
+    fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::SeqCst);
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        while blocked.load(Ordering::SeqCst) {
+            tokio::time::sleep(MS(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_holder_that_lost_its_lock_does_not_save_over_its_successor() {
+    // Replica A holds the refresh lock and waits on a slow token endpoint;
+    // meanwhile it cannot reach Redis for longer than the lock's time to
+    // live, so the lock lapses. Replica B takes it, refreshes and saves.
+    // When A's token arrives, A must not save it over B's: with a rotating
+    // refresh token, that would put a spent refresh token back.
+    let redis = RedisServer::start();
+    let partition = Partition::to(&redis).await;
+    let via_partition = RedisStore::new(&partition.url).unwrap().timeout(MS(200));
+    let direct = RedisStore::new(&redis.url()).unwrap().timeout(MS(200));
+    let slow = source::from_fn(|_| async {
+        tokio::time::sleep(MS(1_500)).await;
+        Ok(Token::new("from-a").with_expires_in(S(3600)))
+    });
+    let fast = source::from_fn(|_| async { Ok(Token::new("from-b").with_expires_in(S(3600))) });
+    let a = TokenCache::builder(slow)
+        .store(via_partition, key())
+        .store_lock_ttl(MS(300))
+        .build()
+        .unwrap();
+    let b = TokenCache::builder(fast)
+        .store(direct.clone(), key())
+        .store_lock_ttl(MS(300))
+        .build()
+        .unwrap();
+
+    let a_refresh = tokio::spawn({
+        let a = a.clone();
+        async move { a.token().await }
+    });
+    // A has the lock and is waiting for its token endpoint.
+    let mut conn = raw(&redis).await;
+    let lock_key = direct.lock_key(&key());
+    let started = Instant::now();
+    loop {
+        let held: i64 = redis::cmd("EXISTS")
+            .arg(&lock_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if held == 1 {
+            break;
+        }
+        assert!(started.elapsed() < S(5), "A never took the lock");
+        tokio::time::sleep(MS(5)).await;
+    }
+    partition.set_blocked(true);
+    tokio::time::sleep(MS(500)).await; // the lock lapses: A cannot extend it
+
+    let from_b = b.token().await.unwrap();
+    assert_eq!(from_b.access_token().secret(), "from-b");
+    partition.set_blocked(false);
+
+    let from_a = a_refresh.await.unwrap().unwrap();
+    // A's callers get A's token; the store keeps B's.
+    assert_eq!(from_a.access_token().secret(), "from-a");
+    let stored = direct.load(&key()).await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "from-b");
+    assert!(a.stats().store_errors >= 1, "{:?}", a.stats());
+}
+
 // === a fleet ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

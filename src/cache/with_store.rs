@@ -140,7 +140,7 @@ impl Refresh<'_> {
         loop {
             // 1. Load (and, while waiting, 3. poll): a restart, or another
             // cache was faster.
-            match self.look(false).await {
+            match self.look(None).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
                 Err(error) => return self.alone(&error).await,
@@ -168,7 +168,7 @@ impl Refresh<'_> {
                     wait_ms = wait.as_millis() as u64,
                     "the holder of the refresh lock has not stored a token in time; fetching one without the lock"
                 );
-                return self.fetch_and_save().await;
+                return self.fetch_and_save(None).await;
             }
             (self.report)(Some(STORE_POLL_INTERVAL));
             tokio::time::sleep(STORE_POLL_INTERVAL).await;
@@ -197,13 +197,13 @@ impl Refresh<'_> {
     /// replaces an older one ([`StoreKey::previous`](crate::store::StoreKey::previous)) reads the older one
     /// when nothing is stored under it, and a token installed from there
     /// is saved under the new key at once.
-    async fn look(&mut self, migrate: bool) -> Result<Option<Obtained>, StoreError> {
+    async fn look(&mut self, locked: Locked<'_>) -> Result<Option<Obtained>, StoreError> {
         let settings = self.settings;
         (self.report)(Some(STORE_TIMEOUT));
         let mut stored = bounded(settings.store.load(&settings.key)).await?;
         let mut migrated = false;
         if stored.is_none()
-            && migrate
+            && locked.is_some()
             && let Some(previous) = settings.key.previous()
         {
             stored = bounded(settings.store.load(previous)).await?;
@@ -224,7 +224,7 @@ impl Refresh<'_> {
                 Counters::bump(&self.counters.adopted_from_store);
                 tracing::debug!("token taken from the store");
                 if migrated {
-                    save(settings, &token, self.config, self.counters).await;
+                    save(settings, locked, &token, self.config, self.counters).await;
                 }
                 Ok(Some(Obtained {
                     token,
@@ -251,7 +251,7 @@ impl Refresh<'_> {
     async fn hold(mut self, lock: StoreLock, ttl: Duration) -> Result<Obtained, Error> {
         let result = renewing(&lock, ttl, async {
             // Whoever held the lock before may have stored a token just now.
-            match self.look(true).await {
+            match self.look(Some((&lock, ttl))).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
                 Err(error) => failed(self.counters, &error, "load"),
@@ -259,7 +259,7 @@ impl Refresh<'_> {
             // B5: the new (maybe rotated) refresh token is in the store
             // before the lock is released and before anyone gets the access
             // token.
-            self.fetch_and_save().await
+            self.fetch_and_save(Some((&lock, ttl))).await
         })
         .await;
         release(lock).await;
@@ -269,11 +269,12 @@ impl Refresh<'_> {
     /// The store failed: carry on alone, and still try to save what we get.
     async fn alone(self, error: &StoreError) -> Result<Obtained, Error> {
         failed(self.counters, error, "use");
-        self.fetch_and_save().await
+        self.fetch_and_save(None).await
     }
 
-    /// Fetches from the source and saves what it got.
-    async fn fetch_and_save(&self) -> Result<Obtained, Error> {
+    /// Fetches from the source and saves what it got (only while holding
+    /// the lock, when it holds one).
+    async fn fetch_and_save(&self, locked: Locked<'_>) -> Result<Obtained, Error> {
         let token = fetch(
             self.source,
             self.previous(),
@@ -283,7 +284,7 @@ impl Refresh<'_> {
         )
         .await?;
         (self.report)(Some(STORE_TIMEOUT));
-        save(self.settings, &token, self.config, self.counters).await;
+        save(self.settings, locked, &token, self.config, self.counters).await;
         Ok(Obtained {
             token,
             fetched: true,
@@ -296,17 +297,65 @@ impl Refresh<'_> {
     }
 }
 
-/// Saves `token` with the expiry the cache computed for it. A failure is
+/// The refresh lock a step runs under, with its time to live; `None`
+/// without one.
+type Locked<'a> = Option<(&'a StoreLock, Duration)>;
+
+/// Saves `token` with the expiry the cache computed for it; with the lock
+/// `held`, only while this cache still holds it (fencing: a holder whose
+/// lock lapsed must not overwrite its successor's token). A failure is
 /// logged and counted; the token is handed out all the same.
-async fn save(settings: &StoreSettings, token: &Token, config: &Config, counters: &Counters) {
+async fn save(
+    settings: &StoreSettings,
+    locked: Locked<'_>,
+    token: &Token,
+    config: &Config,
+    counters: &Counters,
+) {
     let expires = effective_expiry(token, config.default_lifetime);
     let (now_i, now_w) = crate::store::clocks_now();
     let stored =
         StoredToken::from_token(token).with_expires_at(instant_to_wall(expires, now_i, now_w));
-    match bounded(settings.store.save(&settings.key, &stored)).await {
-        Ok(()) => tracing::debug!(key = %settings.key, "token saved to the store"),
+    let saved = match locked {
+        Some((lock, ttl)) => bounded(save_if_held(settings, &stored, lock, ttl)).await,
+        None => bounded(settings.store.save(&settings.key, &stored))
+            .await
+            .map(|()| true),
+    };
+    match saved {
+        Ok(true) => tracing::debug!(key = %settings.key, "token saved to the store"),
+        Ok(false) => failed(
+            counters,
+            &StoreError::unavailable(
+                "the refresh lock was lost before the save (the store was out of reach for \
+                 longer than its time to live); not saving over the next holder's token",
+            ),
+            "save",
+        ),
         Err(error) => failed(counters, &error, "save"),
     }
+}
+
+/// Saves `stored` only while `lock` is held: atomically when the store can
+/// ([`TokenStore::save_if_held`](crate::store::TokenStore::save_if_held)),
+/// else by extending the lock to `ttl` and saving if that worked.
+async fn save_if_held(
+    settings: &StoreSettings,
+    stored: &StoredToken,
+    lock: &StoreLock,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    if let Some(fenced) = settings.store.save_if_held(&settings.key, stored, lock) {
+        return fenced.await;
+    }
+    if !lock.extend(ttl).await? {
+        return Ok(false);
+    }
+    settings
+        .store
+        .save(&settings.key, stored)
+        .await
+        .map(|()| true)
 }
 
 async fn release(lock: StoreLock) {

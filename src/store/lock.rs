@@ -1,6 +1,7 @@
 //! [`StoreLock`]: the right to refresh one token, held by one cache at a
 //! time across every process that shares a store.
 
+use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
@@ -93,7 +94,29 @@ pub trait HeldLock: Send + Sync + 'static {
 /// ```
 #[must_use = "the lock is released when dropped"]
 pub struct StoreLock {
-    held: Option<Box<dyn HeldLock>>,
+    held: Option<Box<dyn Erased>>,
+}
+
+/// A [`HeldLock`] that can also be looked at as its own type, so that a
+/// store can recognise its own locks ([`StoreLock::downcast_ref`]).
+trait Erased: Send + Sync + 'static {
+    fn held(&self) -> &dyn HeldLock;
+    fn any(&self) -> &dyn Any;
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+impl<T: HeldLock> Erased for T {
+    fn held(&self) -> &dyn HeldLock {
+        self
+    }
+
+    fn any(&self) -> &dyn Any {
+        self
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        HeldLock::release(self)
+    }
 }
 
 impl StoreLock {
@@ -111,9 +134,16 @@ impl StoreLock {
     /// The store's error; the lock may or may not still be held.
     pub async fn extend(&self, ttl: Duration) -> Result<bool, StoreError> {
         match &self.held {
-            Some(held) => held.extend(ttl).await,
+            Some(held) => held.held().extend(ttl).await,
             None => Ok(false),
         }
+    }
+
+    /// The store's own lock, if it is a `T`: for a store's
+    /// [`save_if_held`](super::TokenStore::save_if_held), which must
+    /// recognise its own locks.
+    pub fn downcast_ref<T: HeldLock>(&self) -> Option<&T> {
+        self.held.as_ref()?.any().downcast_ref()
     }
 
     /// Releases the lock (if this holder still holds it).

@@ -92,6 +92,26 @@ impl TokenStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn save_if_held<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+        lock: &'a StoreLock,
+    ) -> Option<BoxFuture<'a, Result<bool, StoreError>>> {
+        let lock = lock.downcast_ref::<MemoryLock>()?;
+        if !Arc::ptr_eq(&lock.store.inner, &self.inner) || lock.key != *key {
+            return None;
+        }
+        // Held while the entry is this holder's: a lock that lapsed and
+        // that nobody took since has no successor to protect.
+        let mut state = self.lock();
+        let held = state.locks.get(key).is_some_and(|&(id, _)| id == lock.id);
+        if held {
+            state.tokens.insert(key.clone(), token.clone());
+        }
+        Some(Box::pin(std::future::ready(Ok(held))))
+    }
+
     fn try_lock<'a>(
         &'a self,
         key: &'a StoreKey,

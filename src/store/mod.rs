@@ -63,7 +63,14 @@
 //!    access token), and releases the lock. While it holds the lock (its
 //!    token requests and the save included) it extends it every third of
 //!    the lock's time to live, so a slow but live holder keeps it, and a
-//!    dead one loses it within that time.
+//!    dead one loses it within that time. The save is **fenced**: it
+//!    happens only while the holder still holds the lock
+//!    ([`TokenStore::save_if_held`]; one script in Redis, checked under the
+//!    store's mutex in a [`MemoryStore`]). A holder that could not reach
+//!    the store for longer than the time to live, and whose lock another
+//!    cache has taken since, hands its token to its own callers and saves
+//!    nothing (logged, and counted as a store error): it never writes over
+//!    its successor's token, and with it a spent refresh token back.
 //! 3. **Wait.** A cache that did not get the lock polls the store every
 //!    [`STORE_POLL_INTERVAL`](crate::cache::STORE_POLL_INTERVAL) for a new
 //!    token and tries the lock again each time. It installs the holder's
@@ -83,8 +90,8 @@
 //!   after the lock's time to live
 //!   ([`store_lock_ttl`](crate::TokenCacheBuilder::store_lock_ttl), by
 //!   default a tenth of the replaced token's lifetime, between 1 and 10 s:
-//!   [`default_store_lock_ttl`](crate::cache::default_store_lock_ttl)). The next waiter to poll takes it over and refreshes, so the
-//!   others are delayed by at most the time to live plus one poll interval.
+//!   [`default_store_lock_ttl`](crate::cache::default_store_lock_ttl)).
+//!   The next waiter to poll takes it over and refreshes, so the others are delayed by at most the time to live plus one poll interval.
 //!   A [`FileStore`] lock is an operating-system lock, released the moment
 //!   its holder dies.
 //! * **The holder is alive but slow** (its token endpoint retries): it
@@ -239,6 +246,30 @@ pub trait TokenStore: Send + Sync + 'static {
         key: &'a StoreKey,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>>;
+
+    /// Stores `token` under `key` only if `lock` (this store's lock of
+    /// `key`) is still held by its holder, in one atomic step (fencing):
+    /// `Ok(false)` when it is not, and nothing was saved. A holder whose
+    /// lock lapsed (it could not reach the store for longer than the time
+    /// to live) must not overwrite what its successor saved: with a
+    /// rotating refresh token, that would put a spent one back.
+    ///
+    /// The default, `None`, says the store cannot do this; the cache then
+    /// [extends](StoreLock::extend) the lock and calls
+    /// [`save`](Self::save) if it still held it, which a lock that lapses
+    /// between the two does not stop. A store whose locks cannot be lost
+    /// while held (an operating-system file lock) needs nothing more. A
+    /// store that wraps another (to encrypt, to count) and does not
+    /// implement this keeps its own `save` in the path.
+    fn save_if_held<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+        lock: &'a StoreLock,
+    ) -> Option<BoxFuture<'a, Result<bool, StoreError>>> {
+        let _ = (key, token, lock);
+        None
+    }
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
@@ -264,6 +295,15 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
         (**self).try_lock(key, ttl)
     }
+
+    fn save_if_held<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+        lock: &'a StoreLock,
+    ) -> Option<BoxFuture<'a, Result<bool, StoreError>>> {
+        (**self).save_if_held(key, token, lock)
+    }
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for Box<T> {
@@ -288,6 +328,15 @@ impl<T: TokenStore + ?Sized> TokenStore for Box<T> {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<StoreLock>, StoreError>> {
         (**self).try_lock(key, ttl)
+    }
+
+    fn save_if_held<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+        lock: &'a StoreLock,
+    ) -> Option<BoxFuture<'a, Result<bool, StoreError>>> {
+        (**self).save_if_held(key, token, lock)
     }
 }
 

@@ -29,8 +29,11 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// (a newer build's, which this one must not replace): `OK`, or
 /// `version:<n>` when it left the entry as it was. A value that is not a
 /// JSON object with a numeric `version` (corrupt), or a key of another
-/// type, is replaced.
-const SAVE: &str = r"local v = false
+/// type, is replaced. With a second key (the lock) and a fourth argument
+/// (the holder's value), it saves only while that value holds the lock:
+/// `lost` otherwise.
+const SAVE: &str = r"if #KEYS == 2 and redis.call('GET', KEYS[2]) ~= ARGV[4] then return 'lost' end
+local v = false
 if redis.call('TYPE', KEYS[1]).ok == 'string' then v = redis.call('GET', KEYS[1]) end
 if v then
   local ok, d = pcall(cjson.decode, v)
@@ -229,19 +232,58 @@ impl RedisStore {
         *slot = Some(manager.clone());
         Ok(manager)
     }
+}
 
-    /// How long Redis keeps `token`: until its access token expires, or at
-    /// least the refresh-token time to live when it has a refresh token.
-    fn ttl_of(&self, token: &StoredToken) -> Duration {
-        let access = token
-            .time_to_live(super::clocks_now().1)
-            .unwrap_or(TTL_WITHOUT_EXPIRY);
-        let ttl = if token.refresh_token().is_some() {
-            access.max(self.inner.refresh_token_ttl)
-        } else {
-            access
-        };
-        ttl.max(Duration::from_millis(1))
+/// How long Redis keeps `token`: until its access token expires, or at
+/// least `refresh_token_ttl` when it has a refresh token.
+fn ttl_of(token: &StoredToken, refresh_token_ttl: Duration) -> Duration {
+    let access = token
+        .time_to_live(super::clocks_now().1)
+        .unwrap_or(TTL_WITHOUT_EXPIRY);
+    let ttl = if token.refresh_token().is_some() {
+        access.max(refresh_token_ttl)
+    } else {
+        access
+    };
+    ttl.max(Duration::from_millis(1))
+}
+
+/// The [`SAVE`] script for `token` under `token_key`, fenced by `lock`
+/// (its key and the holder's value) when given.
+fn save_command(
+    token_key: &str,
+    token: &StoredToken,
+    ttl: Duration,
+    lock: Option<(&str, &str)>,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(SAVE)
+        .arg(if lock.is_some() { 2 } else { 1 })
+        .arg(token_key);
+    if let Some((lock_key, _)) = lock {
+        cmd.arg(lock_key);
+    }
+    cmd.arg(token.to_json())
+        .arg(millis(ttl))
+        .arg(StoredToken::VERSION);
+    if let Some((_, value)) = lock {
+        cmd.arg(value);
+    }
+    cmd
+}
+
+/// What the [`SAVE`] script answered: saved (`true`), the lock was lost
+/// (`false`), or an entry of another version was left as it was.
+fn saved(reply: &str) -> Result<bool, StoreError> {
+    match reply {
+        "OK" => Ok(true),
+        "lost" => Ok(false),
+        other => Err(StoreError::unknown_version(
+            other
+                .strip_prefix("version:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX),
+        )),
     }
 }
 
@@ -346,22 +388,32 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            let save = redis::cmd("EVAL")
-                .arg(SAVE)
-                .arg(1)
-                .arg(self.token_key(key))
-                .arg(token.to_json())
-                .arg(millis(self.ttl_of(token)))
-                .arg(StoredToken::VERSION)
-                .clone();
+            let token_key = self.token_key(key);
+            let ttl = ttl_of(token, self.inner.refresh_token_ttl);
+            let save = save_command(&token_key, token, ttl, None);
             let (reply, _): (String, _) = query(&mut conn, self.inner.timeout, &save).await?;
-            match reply.strip_prefix("version:") {
-                None => Ok(()),
-                Some(version) => Err(StoreError::unknown_version(
-                    version.parse().unwrap_or(u64::MAX),
-                )),
-            }
+            saved(&reply).map(drop)
         })
+    }
+
+    fn save_if_held<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        token: &'a StoredToken,
+        lock: &'a StoreLock,
+    ) -> Option<BoxFuture<'a, Result<bool, StoreError>>> {
+        let lock = lock.downcast_ref::<RedisLock>()?;
+        if lock.key != self.lock_key(key) {
+            return None;
+        }
+        let mut conn = lock.conn.clone();
+        Some(Box::pin(async move {
+            let token_key = self.token_key(key);
+            let ttl = ttl_of(token, self.inner.refresh_token_ttl);
+            let save = save_command(&token_key, token, ttl, Some((&lock.key, &lock.value)));
+            let (reply, _): (String, _) = query(&mut conn, self.inner.timeout, &save).await?;
+            saved(&reply)
+        }))
     }
 
     fn try_lock<'a>(
