@@ -71,6 +71,9 @@ struct Inner {
     oauth: Option<OAuthError>,
     message: Option<Box<str>>,
     source: Option<BoxError>,
+    /// A grant's refresh token was refused (`invalid_grant`, or a custom
+    /// endpoint's 400/401 to a refresh), and the grant did not fall back.
+    refused_refresh_token: bool,
 }
 
 /// What kind of failure an [`Error`] is. Match on it with a wildcard arm: new
@@ -116,6 +119,12 @@ pub enum ErrorKind {
     /// runtime was available to run it, or it made no progress on any
     /// runtime. Transient.
     Interrupted,
+    /// The cache's token store could not be used (unreachable, or its entry
+    /// unreadable by this build), and the token to replace carries a
+    /// refresh token that other caches may share: the cache does not send
+    /// it without the store's lock, and the source has no other grant. See
+    /// the outage rule of the [`store`](crate::store) module. Transient.
+    Store,
 }
 
 impl Error {
@@ -134,6 +143,7 @@ impl Error {
             oauth: None,
             message: None,
             source: None,
+            refused_refresh_token: false,
         }
     }
 
@@ -224,6 +234,28 @@ impl Error {
         })
     }
 
+    /// A token store could not be used, and the cache would not refresh
+    /// without it: see the outage rule of the [`store`](crate::store)
+    /// module. Transient: the next refresh tries the store again.
+    pub(crate) fn store(what: &'static str, cause: crate::store::StoreError) -> Self {
+        Self::from_inner(Inner {
+            message: Some(what.into()),
+            source: Some(Box::new(cause)),
+            ..Self::of_kind(ErrorKind::Store, true)
+        })
+    }
+
+    /// Marks this error as a refused refresh token (B5).
+    pub(crate) fn refusing_refresh_token(self) -> Self {
+        self.map_inner(|inner| inner.refused_refresh_token = true)
+    }
+
+    /// Whether a grant's refresh token was refused with this error, and
+    /// the grant left the fallback to the cache.
+    pub(crate) fn refused_refresh_token(&self) -> bool {
+        self.inner.refused_refresh_token
+    }
+
     /// Adds the delay the server asked for (`Retry-After`), which the cache
     /// honours before its next attempt (B4).
     pub fn with_retry_after(self, delay: Duration) -> Self {
@@ -249,6 +281,7 @@ impl Error {
                     retry_after: shared.retry_after,
                     oauth: shared.oauth.clone(),
                     message: shared.message.clone(),
+                    refused_refresh_token: shared.refused_refresh_token,
                     source: Some(Box::new(Error { inner: shared })),
                 };
                 f(&mut inner);
@@ -349,6 +382,7 @@ impl fmt::Display for Error {
                 "token source failed"
             })?,
             ErrorKind::Interrupted => f.write_str("token refresh was interrupted")?,
+            ErrorKind::Store => f.write_str("token store unavailable")?,
         }
         if let (Some(message), false) = (&inner.message, inner.kind == ErrorKind::Timeout) {
             write!(f, ": {message}")?;

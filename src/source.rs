@@ -113,6 +113,48 @@ pub trait TokenSource: Send + Sync + 'static {
         let _ = params;
         None
     }
+
+    /// Makes one attempt under `restriction`, or returns `None` when this
+    /// source cannot keep it (the default). A cache with a
+    /// [store](crate::store) asks for it when the refresh token of
+    /// `previous` may be shared with other caches: see [`Restriction`].
+    ///
+    /// The OAuth2 grants implement it; a source of your own that holds a
+    /// refresh token and has another way to get a token (a login) can too.
+    fn fetch_restricted<'a>(
+        &'a self,
+        previous: Option<&'a Token>,
+        restriction: Restriction,
+    ) -> Option<BoxFuture<'a, Result<Token, Error>>> {
+        let _ = (previous, restriction);
+        None
+    }
+}
+
+/// What a cache with a [store](crate::store) asks of a source when a
+/// refresh token may be shared by several caches (the replicas of a
+/// fleet): [`TokenSource::fetch_restricted`].
+///
+/// ```
+/// use tower_bearer::source::{self, Restriction, TokenSource};
+///
+/// // A closure cannot keep a restriction: the cache then does without.
+/// let plain = source::from_fn(|_| async { Ok(tower_bearer::Token::new("t")) });
+/// assert!(plain.fetch_restricted(None, Restriction::NoRefreshToken).is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Restriction {
+    /// As [`fetch`](TokenSource::fetch), except that a refused refresh
+    /// token (`invalid_grant`) is returned as the error instead of being
+    /// followed by another grant: another cache may have rotated it and
+    /// stored its successor, which the cache reads first (B5).
+    NoFallback,
+    /// A token without sending any refresh token: the primary grant
+    /// (client credentials, password, a custom login). The store is
+    /// unreachable, and another cache may spend the shared refresh token at
+    /// any moment (the outage rule of the [`store`](crate::store) module).
+    NoRefreshToken,
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
@@ -123,6 +165,14 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn with_params(&self, params: &TokenParams) -> Option<Arc<dyn TokenSource>> {
         (**self).with_params(params)
     }
+
+    fn fetch_restricted<'a>(
+        &'a self,
+        previous: Option<&'a Token>,
+        restriction: Restriction,
+    ) -> Option<BoxFuture<'a, Result<Token, Error>>> {
+        (**self).fetch_restricted(previous, restriction)
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
@@ -132,6 +182,14 @@ impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
 
     fn with_params(&self, params: &TokenParams) -> Option<Arc<dyn TokenSource>> {
         (**self).with_params(params)
+    }
+
+    fn fetch_restricted<'a>(
+        &'a self,
+        previous: Option<&'a Token>,
+        restriction: Restriction,
+    ) -> Option<BoxFuture<'a, Result<Token, Error>>> {
+        (**self).fetch_restricted(previous, restriction)
     }
 }
 

@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use http::StatusCode;
-use serde_json::json;
-use support::{FrozenClock, TestServer, json, settle_until};
+use support::rotating::RotatingServer;
+use support::{FrozenClock, settle_until};
 use tokio::sync::Semaphore;
-use tower_bearer::oauth::{ClientAuth, PasswordGrant, RefreshTokenGrant, TokenEndpoint};
+use tower_bearer::oauth::RefreshTokenGrant;
 use tower_bearer::source::BoxFuture;
 use tower_bearer::store::{FileStore, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
 use tower_bearer::{Token, TokenCache, source};
@@ -36,92 +35,6 @@ fn temp_dir(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A token endpoint with refresh-token rotation and reuse detection, as
-/// oidc-provider has: the password grant issues `at-N`/`rt-N`; a refresh
-/// must send the newest refresh token, and gets `at-N`/`rt-N` for the next
-/// N; any other refresh token revokes the grant (400 `invalid_grant` from
-/// then on).
-struct RotatingServer {
-    server: TestServer,
-    revoked: Arc<Mutex<bool>>,
-}
-
-impl RotatingServer {
-    async fn start(expires_in: u64) -> RotatingServer {
-        let latest: Arc<Mutex<Option<String>>> = Arc::default();
-        let revoked = Arc::new(Mutex::new(false));
-        let issued = Arc::new(AtomicUsize::new(0));
-        let server = {
-            let revoked = revoked.clone();
-            TestServer::start(move |_n, seen| {
-                let (latest, revoked, issued) = (latest.clone(), revoked.clone(), issued.clone());
-                async move {
-                    let form = seen.form();
-                    let mut latest = latest.lock().unwrap();
-                    let mut revoked = revoked.lock().unwrap();
-                    match form.get("grant_type").map(String::as_str) {
-                        Some("password") => *revoked = false,
-                        Some("refresh_token")
-                            if !*revoked && form.get("refresh_token") == latest.as_ref() => {}
-                        _ => {
-                            *revoked = true;
-                            return json(
-                                StatusCode::BAD_REQUEST,
-                                json!({"error": "invalid_grant", "error_description": "grant request is invalid"}),
-                            );
-                        }
-                    }
-                    let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                    *latest = Some(format!("rt-{MARK}-{n}"));
-                    json(
-                        StatusCode::OK,
-                        json!({
-                            "access_token": format!("at-{MARK}-{n}"),
-                            "refresh_token": format!("rt-{MARK}-{n}"),
-                            "token_type": "Bearer",
-                            "expires_in": expires_in,
-                        }),
-                    )
-                }
-            })
-            .await
-        };
-        RotatingServer { server, revoked }
-    }
-
-    fn endpoint(&self) -> TokenEndpoint {
-        TokenEndpoint::builder(
-            self.server.url("/token"),
-            ClientAuth::basic("client", format!("cs-{MARK}")),
-        )
-        .build()
-        .unwrap()
-    }
-
-    fn password(&self) -> PasswordGrant {
-        PasswordGrant::new(self.endpoint(), "alice", format!("pw-{MARK}"))
-    }
-
-    /// The grant types of the requests so far, with the refresh token sent.
-    fn requests(&self) -> Vec<String> {
-        self.server
-            .seen()
-            .iter()
-            .map(|seen| {
-                let form = seen.form();
-                match form.get("refresh_token") {
-                    Some(rt) => format!("refresh_token {rt}"),
-                    None => form.get("grant_type").cloned().unwrap_or_default(),
-                }
-            })
-            .collect()
-    }
-
-    fn revoked(&self) -> bool {
-        *self.revoked.lock().unwrap()
-    }
 }
 
 /// The refresh token saved in `file` under `key`, read straight from the
@@ -167,7 +80,7 @@ impl std::io::Write for Capture {
 #[tokio::test]
 async fn restart_reuses_the_stored_token_with_no_token_request() {
     let dir = temp_dir("reuse");
-    let server = RotatingServer::start(3600).await;
+    let server = RotatingServer::start(3600, MARK).await;
     let store = FileStore::new(dir.join("tokens.json"));
     let grant = server.password();
     let key = grant.store_key();
@@ -200,7 +113,7 @@ async fn restart_refreshes_with_the_stored_rotated_refresh_token_not_the_configu
     // a rotation and a restart, that one is spent: sending it would be a
     // reuse, which revokes the grant. The store has the rotated one.
     let dir = temp_dir("rotated");
-    let server = RotatingServer::start(3600).await;
+    let server = RotatingServer::start(3600, MARK).await;
     let store = FileStore::new(dir.join("tokens.json"));
     let file = store.path().to_owned();
     let login = server.password();
@@ -257,7 +170,7 @@ async fn restart_refreshes_with_the_stored_rotated_refresh_token_not_the_configu
 #[tokio::test]
 async fn restart_after_the_access_token_expired_refreshes_with_the_stored_refresh_token() {
     let dir = temp_dir("expired");
-    let server = RotatingServer::start(3600).await;
+    let server = RotatingServer::start(3600, MARK).await;
     let store = FileStore::new(dir.join("tokens.json"));
     let login = server.password();
     let key = login.store_key();
@@ -336,7 +249,7 @@ impl TokenStore for GatedStore {
 async fn b5_rotated_refresh_token_is_on_disk_before_the_new_access_token_is_handed_out() {
     let _clock = FrozenClock::freeze().await;
     let dir = temp_dir("ordering");
-    let server = RotatingServer::start(3600).await;
+    let server = RotatingServer::start(3600, MARK).await;
     let store = GatedStore {
         inner: FileStore::new(dir.join("tokens.json")),
         gate: Arc::new(Semaphore::new(1)),

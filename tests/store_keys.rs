@@ -1,7 +1,9 @@
 //! Store keys never hand a token to the wrong configuration or the wrong
-//! user, and a key that replaces an older one takes over what was stored
-//! under the older one (issue 12, items 1 and 2). Caches share a
-//! `MemoryStore` as replicas share Redis; the clock is paused.
+//! user, a key that replaces an older one takes over what was stored under
+//! the older one, and a refused refresh token reads the store before the
+//! refresh gives up. Caches share a `MemoryStore` as replicas share Redis.
+
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -190,4 +192,61 @@ fn a_refresh_token_grant_without_a_subject_cannot_key_a_store() {
         .store(MemoryStore::new(), grant.store_key())
         .build()
         .unwrap();
+}
+
+#[tokio::test]
+async fn b5_a_refused_refresh_token_reads_the_store_before_giving_up() {
+    // A sibling (a replica that refreshed without the lock, an older build)
+    // rotated the refresh token this cache is about to send, and stored its
+    // successor. The server refuses the spent one (`invalid_grant`); the
+    // cache reads the store again and takes the sibling's token, instead of
+    // failing (a refresh-token-only client has nothing to fall back to).
+    use support::{TestServer, json};
+    let store = MemoryStore::new();
+    let key = StoreKey::new(["store_keys", "refused"]);
+    let server = {
+        let (store, key) = (store.clone(), key.clone());
+        TestServer::start(move |_n, seen| {
+            let (store, key) = (store.clone(), key.clone());
+            async move {
+                let form = seen.form();
+                assert_eq!(form.get("refresh_token").map(String::as_str), Some("rt-1"));
+                // Just before: the sibling's rotation, saved to the store.
+                let sibling = Token::new("at-2")
+                    .with_refresh_token("rt-2")
+                    .with_expires_in(Duration::from_secs(3600));
+                store
+                    .save(&key, &StoredToken::from_token(&sibling))
+                    .await
+                    .unwrap();
+                json(
+                    http::StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "invalid_grant"}),
+                )
+            }
+        })
+        .await
+    };
+    let endpoint = TokenEndpoint::builder(server.url("/token"), ClientAuth::none("cli"))
+        .build()
+        .unwrap();
+    // The store holds this cache's own token, expired: a refresh is due.
+    let expired = Token::new("at-1")
+        .with_refresh_token("rt-1")
+        .with_expires_in(Duration::ZERO);
+    store
+        .save(&key, &StoredToken::from_token(&expired))
+        .await
+        .unwrap();
+    let grant = RefreshTokenGrant::new(endpoint, "rt-1").subject("alice");
+    let cache = TokenCache::builder(grant.clone())
+        .store(store.clone(), key)
+        .build()
+        .unwrap();
+
+    let token = cache.token().await.unwrap();
+
+    assert_eq!(token.access_token().secret(), "at-2");
+    assert_eq!(server.requests(), 1);
+    assert_eq!(cache.stats().adopted_from_store, 1);
 }

@@ -14,11 +14,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use support::redis::RedisServer;
+use support::rotating::RotatingServer;
 use support::{
     TestServer, api_server, h2_client, http_client, http_source, read_response, settle_until,
     token_server,
 };
 use tower::{Layer, ServiceExt};
+use tower_bearer::oauth::RefreshTokenGrant;
 use tower_bearer::store::{RedisStore, StoreKey, StoredToken, TokenStore};
 use tower_bearer::{AuthLayer, CacheStats, Error, Token, TokenCache, source};
 
@@ -709,6 +711,108 @@ async fn redis_the_first_refresh_after_a_restart_is_still_shared() {
     assert_eq!(stats.store_errors, 0, "{stats:?}");
     assert_eq!(tokens.requests(), 2, "{stats:?}");
     assert_eq!(stats.adopted_from_store, 3 + 3, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_for_longer_than_a_token_lives_no_refresh_token_is_sent_twice() {
+    // Four replicas share one user's rotating refresh token through Redis;
+    // the server revokes the grant when a spent refresh token comes back.
+    // Redis is down for longer than a token lives: no replica may refresh
+    // without the lock (each would send the same refresh token). They keep
+    // failing (the token expired) until Redis is back, then exactly one
+    // spends the refresh token and the others take its token.
+    let mut redis = RedisServer::start();
+    let server = RotatingServer::start(2, "redis").await;
+    let first = TokenCache::new(server.password()).token().await.unwrap();
+    let refresh_token = first.refresh_token().unwrap().clone();
+    let caches: Vec<TokenCache> = (0..4)
+        .map(|_| {
+            let grant =
+                RefreshTokenGrant::new(server.endpoint(), refresh_token.clone()).subject("alice");
+            let store = RedisStore::new(&redis.url()).unwrap();
+            let key = grant.store_key();
+            TokenCache::builder(grant)
+                .no_refresh_ahead()
+                .leeway(Duration::ZERO)
+                .store(store, key)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    // The first replica refreshes with it; the others take its token.
+    for cache in &caches {
+        cache.token().await.unwrap();
+    }
+    assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
+
+    redis.stop();
+    tokio::time::sleep(MS(3_000)).await;
+    for cache in &caches {
+        let error = cache.token().await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+    }
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "a refresh token was sent without the lock: {:?}",
+        server.requests()
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + S(30);
+    let mut tokens = Vec::new();
+    for cache in &caches {
+        loop {
+            match cache.token().await {
+                Ok(token) => break tokens.push(token),
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no token after Redis came back: {error}"
+                    );
+                    tokio::time::sleep(MS(100)).await;
+                }
+            }
+        }
+    }
+    assert!(!server.revoked(), "{:?}", server.requests());
+    assert_eq!(server.requests().len(), 3, "{:?}", server.requests());
+    let shared = tokens[0].access_token().clone();
+    assert!(tokens.iter().all(|t| *t.access_token() == shared));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_replicas_with_a_primary_grant_use_it_not_the_shared_refresh_token() {
+    // Password-grant replicas share a rotating refresh token through Redis.
+    // While Redis is down, a refresh uses the password grant (no refresh
+    // token sent), so the replicas keep working and the grant stays valid.
+    let mut redis = RedisServer::start();
+    let server = RotatingServer::start(2, "redis").await;
+    let caches: Vec<TokenCache> = (0..4)
+        .map(|_| {
+            let grant = server.password();
+            let store = RedisStore::new(&redis.url()).unwrap();
+            let key = grant.store_key();
+            TokenCache::builder(grant)
+                .no_refresh_ahead()
+                .leeway(Duration::ZERO)
+                .store(store, key)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for cache in &caches {
+        cache.token().await.unwrap();
+    }
+    redis.stop();
+    tokio::time::sleep(MS(2_500)).await;
+    let before = server.requests().len();
+    for cache in &caches {
+        cache.token().await.unwrap();
+    }
+    let during: Vec<String> = server.requests()[before..].to_vec();
+    assert_eq!(during, ["password"; 4], "{:?}", server.requests());
+    assert!(!server.revoked());
 }
 
 // === measurements for BENCHMARKS.md ===

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::random;
 use super::schedule::Retries;
 use super::stats::Counters;
+use crate::source::Restriction;
 use crate::{Error, Token, TokenSource};
 
 /// What a refresh tells the callers waiting for it before each step: the
@@ -19,10 +20,13 @@ pub(crate) type Report<'a> = &'a (dyn Fn(Option<Duration>) + Send + Sync);
 /// maximum backoff; a longer one ends the refresh, and the cooldown honours
 /// it instead, so that waiting callers are not held for minutes. `report`
 /// is told before each attempt (bounded by the attempt timeout) and each
-/// backoff.
+/// backoff. With a `restriction`, each attempt is the source's
+/// [`fetch_restricted`](TokenSource::fetch_restricted), or its plain
+/// `fetch` when it cannot keep the restriction.
 pub(crate) async fn fetch(
     source: &dyn TokenSource,
     previous: Option<&Token>,
+    restriction: Option<Restriction>,
     retries: &Retries,
     counters: &Counters,
     report: Report<'_>,
@@ -31,7 +35,9 @@ pub(crate) async fn fetch(
     loop {
         report(retries.attempt_timeout);
         Counters::bump(&counters.token_requests);
-        let attempt = source.fetch(previous);
+        let attempt = restriction
+            .and_then(|r| source.fetch_restricted(previous, r))
+            .unwrap_or_else(|| source.fetch(previous));
         let result = match retries.attempt_timeout {
             Some(limit) => tokio::time::timeout(limit, attempt)
                 .await

@@ -648,12 +648,19 @@ async fn run(
         }
         None => {
             let previous = previous.as_ref().map(|entry| &entry.token);
-            fetch(&*source, previous, &config.retries, &counters, &report)
-                .await
-                .map(|token| Obtained {
-                    token,
-                    fetched: true,
-                })
+            fetch(
+                &*source,
+                previous,
+                None,
+                &config.retries,
+                &counters,
+                &report,
+            )
+            .await
+            .map(|token| Obtained {
+                token,
+                fetched: true,
+            })
         }
     };
     let result = result.map(|obtained| {

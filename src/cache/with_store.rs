@@ -14,6 +14,7 @@ use super::entry::{Entry, authorization_value, effective_expiry};
 use super::fetch::{Report, fetch};
 use super::schedule::Freshness;
 use super::stats::Counters;
+use crate::source::Restriction;
 use crate::store::{StoreError, StoreLock, StoredToken, instant_to_wall};
 use crate::{Error, Token, TokenSource};
 
@@ -139,11 +140,13 @@ impl Refresh<'_> {
         let mut deadline = None;
         loop {
             // 1. Load (and, while waiting, 3. poll): a restart, or another
-            // cache was faster.
+            // cache was faster. A load that fails (an entry this build
+            // cannot read, a blip) does not keep the cache from the lock:
+            // if the store is down, the lock fails too.
             match self.look(None).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
-                Err(error) => return self.alone(&error).await,
+                Err(error) => failed(self.counters, &error, "load"),
             }
             // 2. Lock.
             let ttl = self.lock_ttl();
@@ -151,7 +154,7 @@ impl Refresh<'_> {
             match bounded(settings.store.try_lock(&settings.key, ttl)).await {
                 Ok(Some(lock)) => return self.hold(lock, ttl).await,
                 Ok(None) => {}
-                Err(error) => return self.alone(&error).await,
+                Err(error) => return self.alone(error).await,
             }
             // 3. Wait: someone else holds the lock.
             let wait = settings
@@ -166,9 +169,13 @@ impl Refresh<'_> {
                 tracing::warn!(
                     key = %settings.key,
                     wait_ms = wait.as_millis() as u64,
-                    "the holder of the refresh lock has not stored a token in time; fetching one without the lock"
+                    "the holder of the refresh lock has not stored a token in time; going on without the lock"
                 );
-                return self.fetch_and_save(None).await;
+                return self
+                    .without_lock(StoreError::unavailable(
+                        "the holder of the refresh lock did not store a token in time",
+                    ))
+                    .await;
             }
             (self.report)(Some(STORE_POLL_INTERVAL));
             tokio::time::sleep(STORE_POLL_INTERVAL).await;
@@ -259,32 +266,149 @@ impl Refresh<'_> {
             // B5: the new (maybe rotated) refresh token is in the store
             // before the lock is released and before anyone gets the access
             // token.
-            self.fetch_and_save(Some((&lock, ttl))).await
+            let obtained = self.fetch_holding().await?;
+            if obtained.fetched {
+                (self.report)(Some(STORE_TIMEOUT));
+                save(
+                    self.settings,
+                    Some((&lock, ttl)),
+                    &obtained.token,
+                    self.config,
+                    self.counters,
+                )
+                .await;
+            }
+            Ok(obtained)
         })
         .await;
         release(lock).await;
         result
     }
 
-    /// The store failed: carry on alone, and still try to save what we get.
-    async fn alone(self, error: &StoreError) -> Result<Obtained, Error> {
-        failed(self.counters, error, "use");
-        self.fetch_and_save(None).await
+    /// The store failed: carry on without it, by the outage rule.
+    async fn alone(self, error: StoreError) -> Result<Obtained, Error> {
+        failed(self.counters, &error, "use");
+        self.without_lock(error).await
     }
 
-    /// Fetches from the source and saves what it got (only while holding
-    /// the lock, when it holds one).
-    async fn fetch_and_save(&self, locked: Locked<'_>) -> Result<Obtained, Error> {
+    /// Fetches holding the lock. A refused refresh token (B5) is not the
+    /// end: another cache may have rotated it and stored its successor (one
+    /// that refreshed without the lock, or whose lock lapsed), so the store
+    /// is read again first, and its token installed or refreshed from.
+    /// Only then does the source fall back to its primary grant, or the
+    /// refresh fail.
+    async fn fetch_holding(&mut self) -> Result<Obtained, Error> {
+        let mut reread = false;
+        loop {
+            let sent = self.previous().and_then(Token::refresh_token).cloned();
+            let result = fetch(
+                self.source,
+                self.previous(),
+                Some(Restriction::NoFallback),
+                &self.config.retries,
+                self.counters,
+                self.report,
+            )
+            .await;
+            let error = match result {
+                Ok(token) => {
+                    return Ok(Obtained {
+                        token,
+                        fetched: true,
+                    });
+                }
+                Err(error) if refused(&error) => error,
+                Err(error) => return Err(error),
+            };
+            if !reread {
+                reread = true;
+                tracing::info!(
+                    "the refresh token was refused; reading the store for a newer one first"
+                );
+                match self.look(None).await {
+                    Ok(Some(done)) => return Ok(done),
+                    Ok(None) => {}
+                    Err(store_error) => failed(self.counters, &store_error, "load"),
+                }
+                let newer = self
+                    .latest
+                    .as_ref()
+                    .and_then(Token::refresh_token)
+                    .is_some_and(|rt| Some(rt) != sent.as_ref());
+                if newer {
+                    continue;
+                }
+            }
+            // B5: fall back to the primary grant, if the source has one.
+            let previous = self.previous();
+            if self
+                .source
+                .fetch_restricted(previous, Restriction::NoRefreshToken)
+                .is_none()
+            {
+                return Err(error);
+            }
+            let token = fetch(
+                self.source,
+                previous,
+                Some(Restriction::NoRefreshToken),
+                &self.config.retries,
+                self.counters,
+                self.report,
+            )
+            .await?;
+            return Ok(Obtained {
+                token,
+                fetched: true,
+            });
+        }
+    }
+
+    /// No lock (the store is unreachable, or its holder took too long):
+    /// the outage rule. A refresh token the store shares is never sent
+    /// without the lock, since another cache may be sending it too: the
+    /// source's primary grant is used when it has one; a source without
+    /// refresh tokens is asked as usual; otherwise the refresh fails, the
+    /// cache keeps serving its token while it is usable, and the next
+    /// refresh tries the store again. Nothing is saved without the lock.
+    async fn without_lock(self, error: StoreError) -> Result<Obtained, Error> {
+        let previous = self.previous();
+        let restriction = if self
+            .source
+            .fetch_restricted(previous, Restriction::NoRefreshToken)
+            .is_some()
+        {
+            Some(Restriction::NoRefreshToken)
+        } else if previous.and_then(Token::refresh_token).is_some()
+            || self
+                .source
+                .fetch_restricted(previous, Restriction::NoFallback)
+                .is_some()
+        {
+            // A refresh token is at stake (the token's, or the source's
+            // own: a grant that has no other way to a token).
+            tracing::warn!(
+                key = %self.settings.key,
+                "the token store cannot be used, and the refresh token it shares is not sent \
+                 without its lock; keeping the current token and trying the store again at the \
+                 next refresh"
+            );
+            return Err(Error::store(
+                "the token store cannot be used, and its refresh token is not sent without the store's lock",
+                error,
+            ));
+        } else {
+            None
+        };
         let token = fetch(
             self.source,
-            self.previous(),
+            previous,
+            restriction,
             &self.config.retries,
             self.counters,
             self.report,
         )
         .await?;
-        (self.report)(Some(STORE_TIMEOUT));
-        save(self.settings, locked, &token, self.config, self.counters).await;
         Ok(Obtained {
             token,
             fetched: true,
@@ -300,6 +424,15 @@ impl Refresh<'_> {
 /// The refresh lock a step runs under, with its time to live; `None`
 /// without one.
 type Locked<'a> = Option<(&'a StoreLock, Duration)>;
+
+/// Whether `error` refused a refresh token (B5): a grant says so, and so
+/// does `invalid_grant` from any source.
+fn refused(error: &Error) -> bool {
+    error.refused_refresh_token()
+        || error
+            .oauth_error()
+            .is_some_and(|e| *e.code() == crate::OAuthErrorCode::InvalidGrant)
+}
 
 /// Saves `token` with the expiry the cache computed for it; with the lock
 /// `held`, only while this cache still holds it (fencing: a holder whose

@@ -121,6 +121,9 @@ struct RefreshState {
     spent: VecDeque<RefreshToken>,
     /// For a grant without a primary grant: why its refresh token is gone.
     refused: Option<Error>,
+    /// A refresh token was refused and the fallback left to the cache: the
+    /// next primary grant is that fallback (counted in `fallbacks`).
+    fallback_due: bool,
 }
 
 impl RefreshState {
@@ -224,6 +227,28 @@ impl GrantCore {
     /// One attempt: a refresh when there is a refresh token, the primary
     /// grant otherwise or after `invalid_grant`.
     pub(crate) async fn fetch(&self, previous: Option<&Token>) -> Result<Token, Error> {
+        self.attempt(previous, true).await
+    }
+
+    /// One attempt under `restriction` (a cache with a store).
+    pub(crate) fn fetch_restricted<'a>(
+        &'a self,
+        previous: Option<&'a Token>,
+        restriction: crate::source::Restriction,
+    ) -> Option<crate::source::BoxFuture<'a, Result<Token, Error>>> {
+        use crate::source::Restriction;
+        match restriction {
+            Restriction::NoFallback => Some(Box::pin(self.attempt(previous, false))),
+            Restriction::NoRefreshToken => {
+                let primary = self.primary.as_ref()?;
+                Some(Box::pin(self.primary(primary)))
+            }
+        }
+    }
+
+    /// One attempt; after a refused refresh token, the primary grant if
+    /// `fall_back`, else the refusal (marked as one) as the error.
+    async fn attempt(&self, previous: Option<&Token>, fall_back: bool) -> Result<Token, Error> {
         if let Some(refresh_token) = self.next_refresh_token(previous)
             && self.can_refresh()
         {
@@ -236,7 +261,12 @@ impl GrantCore {
                     state.spend(refresh_token);
                     if self.primary.is_none() {
                         state.refused = Some(error.clone());
-                        return Err(error);
+                    }
+                    if self.primary.is_none() || !fall_back {
+                        // The cache decides about the fallback; if it asks
+                        // for the primary grant next, that is one.
+                        state.fallback_due = self.primary.is_some();
+                        return Err(error.refusing_refresh_token());
                     }
                     drop(state);
                     bump(&self.counters.fallbacks);
@@ -375,6 +405,9 @@ impl GrantCore {
         };
         bump(&self.counters.requests);
         bump(&self.counters.primary);
+        if std::mem::take(&mut self.lock().fallback_due) {
+            bump(&self.counters.fallbacks);
+        }
         tracing::debug!(grant = primary.name(), "token request");
         let token = self
             .endpoint
@@ -448,6 +481,14 @@ macro_rules! grant_handle {
                 previous: Option<&'a $crate::Token>,
             ) -> $crate::source::BoxFuture<'a, Result<$crate::Token, $crate::Error>> {
                 Box::pin(self.core.fetch(previous))
+            }
+
+            fn fetch_restricted<'a>(
+                &'a self,
+                previous: Option<&'a $crate::Token>,
+                restriction: $crate::source::Restriction,
+            ) -> Option<$crate::source::BoxFuture<'a, Result<$crate::Token, $crate::Error>>> {
+                self.core.fetch_restricted(previous, restriction)
             }
 
             fn with_params(

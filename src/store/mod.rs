@@ -103,23 +103,40 @@
 //!   sharing the store: a waiter fetching while the holder still does
 //!   sends the same rotating refresh token.
 //! * **The store fails** (Redis down, disk full): each failure is logged at
-//!   `warn` (never with a secret), counted in
-//!   [`CacheStats::store_errors`](crate::CacheStats::store_errors), and the
-//!   cache carries on alone: it fetches from its token source without the
-//!   lock, tries to save what it got, and serves callers as if it had no
-//!   store. A failed save does not hold the new token back. When the store
+//!   `warn` (never with a secret) and counted in
+//!   [`CacheStats::store_errors`](crate::CacheStats::store_errors). A load
+//!   that fails does not keep the cache from trying the lock (an entry
+//!   this build cannot read is not an outage); a lock that cannot be taken
+//!   is, and the cache follows the outage rule below. When the store
 //!   answers again the next refresh uses it, and sharing resumes (the
 //!   `RedisStore` reconnects by itself).
 //!
-//! While a fleet cannot reach Redis, its replicas refresh on their own.
-//! That costs token requests, and with a *shared rotating* refresh token it
-//! costs more: the first replica to refresh spends the shared refresh token,
-//! the next ones send a spent one, and a server with reuse detection
-//! (oidc-provider, Okta, Auth0) revokes the whole grant. The password and
-//! client-credentials grants recover on their own — after `invalid_grant`
-//! they fall back to their primary grant (B5) — but a
-//! [`RefreshTokenGrant`](crate::oauth::RefreshTokenGrant) alone cannot, so
-//! give a fleet sharing one user's refresh token a highly available Redis.
+//! # The outage rule
+//!
+//! Without the lock (the store is unreachable, or the holder took longer
+//! than [`store_wait`](crate::TokenCacheBuilder::store_wait)), a cache
+//! never sends a refresh token the store may share: another replica may be
+//! sending the same one, and a server with reuse detection (oidc-provider,
+//! Okta, Auth0) then revokes the whole grant. Instead:
+//!
+//! * a source with another way to a token uses it: the password and client
+//!   credentials grants (and a custom login) fetch with their primary
+//!   grant ([`Restriction::NoRefreshToken`](crate::source::Restriction));
+//! * a source whose tokens carry no refresh token is asked as usual;
+//! * otherwise (a [`RefreshTokenGrant`](crate::oauth::RefreshTokenGrant),
+//!   a source of your own whose tokens carry refresh tokens) the refresh
+//!   fails with a transient [`ErrorKind::Store`](crate::ErrorKind::Store)
+//!   error: the cache keeps serving its token while it is usable, callers
+//!   get that error once it is not, and each later refresh tries the store
+//!   again; when it is back, one replica takes the lock and spends the
+//!   refresh token once, and the others take its token.
+//!
+//! Nothing is saved without the lock. Holding it, a refresh whose refresh
+//! token is refused (`invalid_grant`) reads the store once more before
+//! anything else: a replica that refreshed without the lock, or whose lock
+//! lapsed, may have rotated it and stored its successor, which is then
+//! installed or refreshed from. Only then does a grant fall back to its
+//! primary grant, or the refresh fail.
 //!
 //! # Clocks
 //!

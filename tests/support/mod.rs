@@ -6,6 +6,7 @@
 
 pub mod peer;
 pub mod redis;
+pub mod rotating;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
