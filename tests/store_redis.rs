@@ -826,17 +826,24 @@ async fn redis_down_replicas_with_a_primary_grant_use_it_not_the_shared_refresh_
 /// Run with
 /// `cargo test --release --all-features --test store_redis -- --ignored --nocapture fleet_table`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a test: about 2 minutes"]
+#[ignore = "a measurement, not a test: about 4 minutes"]
 async fn fleet_table() {
     const LIFETIME: u64 = 2;
     const LIFETIMES: u64 = 10;
     let redis = RedisServer::start();
-    println!("| replicas | without a store | with RedisStore |");
-    println!("| ---: | ---: | ---: |");
+    // A Redis that is down for the whole run (nothing listens on its port).
+    let mut down = RedisServer::start();
+    down.stop();
+    println!("| replicas | without a store | with RedisStore | with RedisStore, Redis down |");
+    println!("| ---: | ---: | ---: | ---: |");
     for n in [1usize, 2, 4, 8] {
         let mut row = Vec::new();
-        for shared in [false, true] {
-            let store = RedisStore::new(&redis.url())
+        for (shared, url) in [
+            (false, redis.url()),
+            (true, redis.url()),
+            (true, down.url()),
+        ] {
+            let store = RedisStore::new(&url)
                 .unwrap()
                 .key_prefix(format!("table-{n}-{shared}-{:?}:", SystemTime::now()));
             let tokens = token_server(LIFETIME).await;
@@ -858,6 +865,6 @@ async fn fleet_table() {
             traffic(&caches, &api, S(LIFETIME * LIFETIMES)).await;
             row.push(tokens.requests() as f64 / LIFETIMES as f64);
         }
-        println!("| {n} | {:.2} | {:.2} |", row[0], row[1]);
+        println!("| {n} | {:.2} | {:.2} | {:.2} |", row[0], row[1], row[2]);
     }
 }
