@@ -363,41 +363,9 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         let Some(token) = token else {
             return self.call_slow(inner, req);
         };
-        // B7: a request that carries its own credentials is not ours. One
-        // map operation on the common path (`append` returns whether the
-        // name was already there); only then is our value taken out again.
-        if req
-            .headers_mut()
-            .append(AUTHORIZATION, token.header.clone())
-        {
-            return own_credentials(inner, req);
-        }
-        self.send_appended(token, inner, req)
-    }
-
-    /// Sends `req` with `token` (for a variant's token; [`call`](Self::call)
-    /// does the same inline).
-    #[inline]
-    fn send<S, B, ResB>(
-        &self,
-        token: Arc<Local>,
-        inner: &mut S,
-        mut req: Request<B>,
-    ) -> ResponseFuture<S, B, C, R>
-    where
-        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: TryCloneBody + Send + 'static,
-        ResB: http_body::Body + Send + 'static,
-    {
-        // B7: a request that carries its own credentials is not ours. One
-        // map operation on the common path (`append` returns whether the
-        // name was already there); only then is our value taken out again.
-        if req
-            .headers_mut()
-            .append(AUTHORIZATION, token.header.clone())
-        {
+        // The header is attached here, not in a function the request is
+        // moved into: one move of the request fewer on this path.
+        if attach(&token, &mut req) {
             return own_credentials(inner, req);
         }
         self.send_appended(token, inner, req)
@@ -474,7 +442,11 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
     /// A request with [`TokenParams`], or no usable token in the cache.
     #[cold]
     #[inline(never)]
-    fn call_slow<S, B, ResB>(&self, inner: &mut S, req: Request<B>) -> ResponseFuture<S, B, C, R>
+    fn call_slow<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        mut req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -493,7 +465,8 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             .and_then(|params| self.cache.variant(params));
         match variant {
             Some(variant) => match variant.read(&mut None) {
-                Some(token) => self.send(token, inner, req),
+                Some(token) if attach(&token, &mut req) => own_credentials(inner, req),
+                Some(token) => self.send_appended(token, inner, req),
                 None => self.call_without_token(&variant, inner, req),
             },
             None if req.headers().contains_key(AUTHORIZATION) => {
@@ -544,6 +517,16 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             self.release_wait,
         ))
     }
+}
+
+/// Appends `token`'s header to `req`; `true` when the request carried its
+/// own `Authorization` (B7: then it is not ours, and the caller takes our
+/// value out again). One map operation on the common path: `append` says
+/// whether the name was already there.
+#[inline(always)]
+fn attach<B>(token: &Local, req: &mut Request<B>) -> bool {
+    req.headers_mut()
+        .append(AUTHORIZATION, token.header.clone())
 }
 
 /// A request that carried its own `Authorization` (B7): sent as it came.
