@@ -624,6 +624,39 @@ async fn a_newer_builds_file_or_entry_is_left_as_it_is_and_the_cache_carries_on(
 }
 
 #[tokio::test]
+async fn a_newer_builds_entry_keeps_an_older_build_from_sending_its_refresh_token() {
+    // A rolling upgrade: the newer build stored the newest refresh token in
+    // an entry this build cannot read, so the one this build holds may be
+    // spent. It is not sent (a reuse would revoke the grant): a refresh
+    // token grant fails with a transient store error, and a grant with a
+    // primary grant uses that.
+    let dir = temp_dir("newer-refresh");
+    let server = RotatingServer::start(3600, MARK).await;
+    let key = StoreKey::for_user(&server.endpoint(), "alice");
+    let newer = format!(r#"{{"version": 1, "tokens": {{"{key}": {{"version": 7}}}}}}"#);
+    let file = dir.join("tokens.json");
+    std::fs::write(&file, &newer).unwrap();
+
+    let refresh_only =
+        RefreshTokenGrant::new(server.endpoint(), format!("rt-{MARK}-0")).subject("alice");
+    let cache = TokenCache::builder(refresh_only)
+        .store(FileStore::new(&file), key.clone())
+        .build()
+        .unwrap();
+    let error = cache.token().await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+
+    let cache = TokenCache::builder(server.password())
+        .store(FileStore::new(&file), key)
+        .build()
+        .unwrap();
+    cache.token().await.unwrap();
+    assert_eq!(server.requests(), ["password"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), newer);
+}
+
+#[tokio::test]
 async fn a_save_writes_every_other_entry_back_byte_for_byte() {
     // Entries of other keys (another build's, with members and a layout of
     // their own) come back exactly as they were, whatever this save writes.

@@ -261,6 +261,14 @@ impl Refresh<'_> {
             match self.look(Some((&lock, ttl))).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
+                // A newer build's entry (a rolling upgrade): it holds the
+                // newest refresh token, which this build cannot read, so
+                // the one this cache has may be spent. Sending it could
+                // revoke the grant: the outage rule, lock or not.
+                Err(error) if error.is_unknown_version() => {
+                    failed(self.counters, &error, "load");
+                    return self.without_lock(error).await;
+                }
                 Err(error) => failed(self.counters, &error, "load"),
             }
             // B5: the new (maybe rotated) refresh token is in the store
@@ -364,14 +372,14 @@ impl Refresh<'_> {
         }
     }
 
-    /// No lock (the store is unreachable, or its holder took too long):
-    /// the outage rule. A refresh token the store shares is never sent
+    /// No lock (the store is unreachable, or its holder took too long), or
+    /// a newer build's entry under the lock: the outage rule. A refresh token the store shares is never sent
     /// without the lock, since another cache may be sending it too: the
     /// source's primary grant is used when it has one; a source without
     /// refresh tokens is asked as usual; otherwise the refresh fails, the
     /// cache keeps serving its token while it is usable, and the next
     /// refresh tries the store again. Nothing is saved without the lock.
-    async fn without_lock(self, error: StoreError) -> Result<Obtained, Error> {
+    async fn without_lock(&self, error: StoreError) -> Result<Obtained, Error> {
         let previous = self.previous();
         let restriction = if self
             .source

@@ -114,8 +114,10 @@
 //! # The outage rule
 //!
 //! Without the lock (the store is unreachable, or the holder took longer
-//! than [`store_wait`](crate::TokenCacheBuilder::store_wait)), a cache
-//! never sends a refresh token the store may share: another replica may be
+//! than [`store_wait`](crate::TokenCacheBuilder::store_wait)), and when the
+//! store holds an entry of a newer build for its key (a rolling upgrade:
+//! that entry has the newest refresh token, which this build cannot read),
+//! a cache never sends a refresh token the store may share: another replica may be
 //! sending the same one, and a server with reuse detection (oidc-provider,
 //! Okta, Auth0) then revokes the whole grant. Instead:
 //!
