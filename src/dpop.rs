@@ -36,8 +36,9 @@
 //!
 //! * Requests need an absolute URI (`https://api.example/v1/…`) for `htu`:
 //!   a hyper-util or reqwest client has one. Above a tonic `Channel` the
-//!   URI is only a path, and the proof's `htu` would be wrong: DPoP over
-//!   tonic is not supported.
+//!   URI is only a path unless the generated client is made with
+//!   `with_origin(channel, origin)`; without it a call fails with a
+//!   permanent error before anything is sent, never with a wrong `htu`.
 //! * A proof is an ECDSA P-256 signature per request: tens of microseconds
 //!   where a bearer token costs nanoseconds (see `BENCHMARKS.md`).
 //! * `iat` is the system clock's: a server checks it against its own.
@@ -357,7 +358,7 @@ pub(crate) fn ath(access_token: &str) -> String {
 /// URI: `htu` is their concatenation, without query and fragment.
 fn split(uri: &Uri) -> Result<(String, &str), Error> {
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(Error::permanent(
+        return Err(Error::unsendable(
             "DPoP needs the request's absolute URI (scheme and host) for its proof",
         ));
     };

@@ -125,6 +125,13 @@ pub enum ErrorKind {
     /// it without the store's lock, and the source has no other grant. See
     /// the outage rule of the [`store`](crate::store) module. Transient.
     Store,
+    /// No token could be sent with this request, though no token request
+    /// failed: an `N_A` token of a token exchange (RFC 8693, not an access
+    /// token), a DPoP proof that cannot be made for the request (its URI
+    /// has no scheme and host), a token `AuthMiddleware` cannot send, or
+    /// token parameters the cache's source cannot ask for. The message says
+    /// which. Permanent: the request or the configuration has to change.
+    Unsendable,
 }
 
 impl Error {
@@ -224,6 +231,15 @@ impl Error {
         Self::from_inner(Inner {
             message: Some(format!("token response is larger than {limit} bytes").into()),
             ..Self::of_kind(ErrorKind::ResponseTooLarge, false)
+        })
+    }
+
+    /// A token that cannot be sent with a request, or a request the cache
+    /// cannot serve; `what` says why.
+    pub(crate) fn unsendable(what: &'static str) -> Self {
+        Self::from_inner(Inner {
+            message: Some(what.into()),
+            ..Self::of_kind(ErrorKind::Unsendable, false)
         })
     }
 
@@ -383,6 +399,7 @@ impl fmt::Display for Error {
             })?,
             ErrorKind::Interrupted => f.write_str("token refresh was interrupted")?,
             ErrorKind::Store => f.write_str("token store unavailable")?,
+            ErrorKind::Unsendable => f.write_str("no token can be sent with this request")?,
         }
         if let (Some(message), false) = (&inner.message, inner.kind == ErrorKind::Timeout) {
             write!(f, ": {message}")?;
@@ -516,8 +533,11 @@ pub enum OAuthErrorCode {
     UnsupportedGrantType,
     /// `invalid_scope`
     InvalidScope,
-    /// `invalid_target` (RFC 8707)
+    /// `invalid_target` (RFC 8707, RFC 8693)
     InvalidTarget,
+    /// `unsupported_token_type` (RFC 8693 §2.2.2): a token exchange's
+    /// subject or actor token is of a type the server does not take.
+    UnsupportedTokenType,
     /// `server_error` (transient)
     ServerError,
     /// `temporarily_unavailable` (transient)
@@ -537,6 +557,7 @@ impl OAuthErrorCode {
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
             "invalid_target" => Self::InvalidTarget,
+            "unsupported_token_type" => Self::UnsupportedTokenType,
             "server_error" => Self::ServerError,
             "temporarily_unavailable" => Self::TemporarilyUnavailable,
             other => Self::Other(other.to_owned()),
@@ -553,6 +574,7 @@ impl OAuthErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
+            Self::UnsupportedTokenType => "unsupported_token_type",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::Other(other) => other,

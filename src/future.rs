@@ -64,6 +64,8 @@ pub(crate) struct Sent<S, B, C, R: OnRejection> {
     /// copy of the request for the one retry; `None` when the body cannot
     /// be replayed. Nothing with [`Return`](crate::reject::Return).
     pub(crate) replay: R::Copy<S, B>,
+    /// Put in the response's extensions, when the layer reports origins.
+    pub(crate) origin: Option<TokenOrigin>,
 }
 
 impl<S, B, C, R> ResponseFuture<S, B, C, R>
@@ -96,6 +98,39 @@ where
     }
 }
 
+impl<S, B, C, R, ResB> ResponseFuture<S, B, C, R>
+where
+    R: OnRejection,
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: Send + 'static,
+{
+    /// This future, putting `origin` in its response's extensions (unless
+    /// a retry marked it [`TokenOrigin::Retried`]). A request sent with a
+    /// token keeps it in its [`Sent`] (in its padding: the future does not
+    /// grow); a boxed one is wrapped.
+    pub(crate) fn reporting(self, origin: TokenOrigin) -> Self {
+        let ResponseFuture { state, mut sent } = self;
+        let state = match state {
+            State::Boxed { fut } => State::Boxed {
+                fut: Box::pin(async move {
+                    let mut response = fut.await?;
+                    if response.extensions().get::<TokenOrigin>().is_none() {
+                        response.extensions_mut().insert(origin);
+                    }
+                    Ok(response)
+                }),
+            },
+            calling => {
+                if let Some(sent) = &mut sent {
+                    sent.origin = Some(origin);
+                }
+                calling
+            }
+        };
+        ResponseFuture { state, sent }
+    }
+}
+
 impl<S, B, C, R, ResB> Future for ResponseFuture<S, B, C, R>
 where
     R: OnRejection,
@@ -110,23 +145,25 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
+        let (mut state, sent) = (this.state, this.sent);
         loop {
-            match this.state.as_mut().project() {
+            match state.as_mut().project() {
                 StateProj::Calling { fut } => {
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let Some(sent) = this.sent.as_ref() else {
+                    let Some(kept) = sent.as_ref() else {
                         return Poll::Ready(Ok(response));
                     };
-                    let verdict = sent
+                    let verdict = kept
                         .classify
                         .classify(response.status(), response.headers());
                     if matches!(verdict, Verdict::Accepted) {
-                        return Poll::Ready(Ok(response));
+                        return Poll::Ready(Ok(with_origin(response, kept.origin)));
                     }
-                    match rejection(response, verdict, this.sent.take()) {
-                        Ok(response) => return Poll::Ready(Ok(response)),
-                        Err(retry) => this.state.set(State::Boxed { fut: retry }),
+                    let origin = kept.origin;
+                    match rejection(response, verdict, sent.take()) {
+                        Ok(response) => return Poll::Ready(Ok(with_origin(response, origin))),
+                        Err(retry) => state.set(State::Boxed { fut: retry }),
                     }
                 }
                 StateProj::Boxed { fut } => return fut.as_mut().poll(cx),
@@ -487,16 +524,69 @@ where
     if let Some(uri) = &uri {
         observe_nonce(current.proofs.as_ref(), uri, response.headers());
     }
-    match classify.classify(response.status(), response.headers()) {
-        Verdict::Accepted => Ok(response),
+    let response = match classify.classify(response.status(), response.headers()) {
+        Verdict::Accepted => response,
         Verdict::Rejected => {
             // B6: the retry's token is invalidated too.
             source.record_rejection();
             source.invalidate_generation(current.generation);
-            Ok(with_challenges(response))
+            with_challenges(response)
         }
-        Verdict::Denied | Verdict::StepUp(_) | Verdict::Retry => Ok(with_challenges(response)),
+        Verdict::Denied | Verdict::StepUp(_) | Verdict::Retry => with_challenges(response),
+    };
+    Ok(retried(response))
+}
+
+/// Where the token of a request came from, in its response's extensions
+/// when the layer [reports it](crate::AuthLayer::report_token_origin) (and
+/// always in a response to a retried request). Read as the cache stood
+/// when the call started.
+///
+/// ```
+/// use tower_bearer::future::TokenOrigin;
+///
+/// # let response = http::Response::new(());
+/// match response.extensions().get::<TokenOrigin>() {
+///     Some(TokenOrigin::Waited) => println!("this call waited for a token"),
+///     _ => {}
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenOrigin {
+    /// The cache's fresh token.
+    Cached,
+    /// No usable token: the request waited for a refresh.
+    Waited,
+    /// A stale token, still usable, while a refresh ran in the background
+    /// (B2).
+    Stale,
+    /// The request was sent once more, with a new token (after a
+    /// rejection), a stepped-up one or a new proof.
+    Retried,
+}
+
+/// `response`, with `origin` in its extensions when the layer reports
+/// origins.
+#[inline(always)]
+fn with_origin<B>(response: Response<B>, origin: Option<TokenOrigin>) -> Response<B> {
+    match origin {
+        None => response,
+        Some(origin) => insert_origin(response, origin),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn insert_origin<B>(mut response: Response<B>, origin: TokenOrigin) -> Response<B> {
+    response.extensions_mut().insert(origin);
+    response
+}
+
+/// A response to a retried request, marked as one.
+fn retried<B>(mut response: Response<B>) -> Response<B> {
+    response.extensions_mut().insert(TokenOrigin::Retried);
+    response
 }
 
 /// At most this much of a rejected response's body is read before it is

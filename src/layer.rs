@@ -108,7 +108,7 @@ use tower_service::Service;
 use crate::body::{DEFAULT_RELEASE_WAIT, TryCloneBody};
 use crate::cache::read::Local;
 use crate::future::Slot;
-use crate::future::{self, ResponseFuture};
+use crate::future::{self, ResponseFuture, TokenOrigin};
 use crate::reject::{Classify, OnRejection, RetryOnce, Standard};
 use crate::{BoxError, Error, TokenCache, TokenParams};
 
@@ -147,6 +147,8 @@ pub struct AuthLayer<C = Standard, R = RetryOnce> {
     classify: C,
     on_rejection: R,
     release_wait: Duration,
+    /// Whether responses carry a [`TokenOrigin`].
+    report_origin: bool,
 }
 
 impl AuthLayer {
@@ -158,6 +160,7 @@ impl AuthLayer {
             classify: Standard::new(),
             on_rejection: RetryOnce,
             release_wait: DEFAULT_RELEASE_WAIT,
+            report_origin: false,
         }
     }
 }
@@ -170,6 +173,7 @@ impl<C, R> AuthLayer<C, R> {
             classify,
             on_rejection: self.on_rejection,
             release_wait: self.release_wait,
+            report_origin: self.report_origin,
         }
     }
 
@@ -181,6 +185,7 @@ impl<C, R> AuthLayer<C, R> {
             classify: self.classify,
             on_rejection,
             release_wait: self.release_wait,
+            report_origin: self.report_origin,
         }
     }
 
@@ -192,6 +197,24 @@ impl<C, R> AuthLayer<C, R> {
     /// `Duration::ZERO` never holds a rejection.
     pub fn release_wait(mut self, wait: Duration) -> Self {
         self.release_wait = wait;
+        self
+    }
+
+    /// Puts a [`TokenOrigin`] in the extensions of every response: where
+    /// its request's token came from (the cache, a refresh the request
+    /// waited for, a stale token while a refresh runs, the retry after a
+    /// rejection). Off by default: an extension costs an allocation per
+    /// request (a response to a retried request carries
+    /// [`TokenOrigin::Retried`] either way).
+    ///
+    /// ```
+    /// use tower_bearer::{source::StaticToken, AuthLayer, TokenCache};
+    ///
+    /// let layer = AuthLayer::new(TokenCache::new(StaticToken::new("k"))).report_token_origin();
+    /// # drop(layer);
+    /// ```
+    pub fn report_token_origin(mut self) -> Self {
+        self.report_origin = true;
         self
     }
 
@@ -344,6 +367,57 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
         &self,
         inner: &mut S,
         seen: &mut Option<Arc<Local>>,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        if self.report_origin {
+            return self.call_reporting(inner, seen, req);
+        }
+        self.call_plain(inner, seen, req)
+    }
+
+    /// [`call`](Self::call), with the request's [`TokenOrigin`] put in its
+    /// response: as the cache stood when the call started.
+    #[cold]
+    #[inline(never)]
+    fn call_reporting<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        seen: &mut Option<Arc<Local>>,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B, C, R>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: TryCloneBody + Send + 'static,
+        ResB: http_body::Body + Send + 'static,
+    {
+        let cache = match req.extensions().get::<TokenParams>() {
+            Some(params) => self.cache.variant(params),
+            None => Some(self.cache.clone()),
+        };
+        let origin = match cache.and_then(|cache| cache.freshness_now()) {
+            Some(crate::cache::Freshness::Fresh) => TokenOrigin::Cached,
+            Some(crate::cache::Freshness::Stale) => TokenOrigin::Stale,
+            _ => TokenOrigin::Waited,
+        };
+        self.call_plain(inner, seen, req).reporting(origin)
+    }
+
+    /// [`call`](Self::call) without reporting the origin: the per-request
+    /// path.
+    #[inline(always)]
+    fn call_plain<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        seen: &mut Option<Arc<Local>>,
         mut req: Request<B>,
     ) -> ResponseFuture<S, B, C, R>
     where
@@ -402,6 +476,7 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
                 token,
                 classify: self.classify.clone(),
                 replay,
+                origin: None,
             },
         )
     }
@@ -472,7 +547,7 @@ impl<C: Classify, R: OnRejection> AuthLayer<C, R> {
             None if req.headers().contains_key(AUTHORIZATION) => {
                 ResponseFuture::passthrough(inner.call(req))
             }
-            None => ResponseFuture::acquiring(std::future::ready(Err(Error::permanent(
+            None => ResponseFuture::acquiring(std::future::ready(Err(Error::unsendable(
                 "the request asks for token parameters the token source cannot ask for",
             )
             .into()))),

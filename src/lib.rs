@@ -108,11 +108,14 @@
 //!   none for other origins (B9).
 //! * [`store`]: token stores — tokens that survive restarts (a file) and
 //!   tokens shared by a fleet (Redis, feature `redis`), with one refresher
-//!   at a time.
+//!   at a time, and encrypted at rest if you wish (feature
+//!   `store-encryption`).
 //! * `tonic` (feature `tonic`): `AuthChannel`, a ready-made stack for tonic
 //!   channels and generated clients, retrying UNAUTHENTICATED once.
 //! * `reqwest` (feature `reqwest`): `HttpService`, which makes a
 //!   `reqwest::Client` a `Service<http::Request<reqwest::Body>>`.
+//! * `reqwest_middleware` (feature `reqwest-middleware`): `AuthMiddleware`,
+//!   the same token rules as a `reqwest_middleware::Middleware`.
 //! * [`token`] and [`error`]: the values and the failures.
 //!
 //! # Features
@@ -162,10 +165,16 @@ pub mod reject;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub mod reqwest_middleware;
 pub mod retry;
 pub mod route;
 pub mod source;
 pub mod store;
+#[cfg(feature = "test-kit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-kit")))]
+pub mod test_kit;
 mod timer;
 pub mod token;
 #[cfg(feature = "tonic")]

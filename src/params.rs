@@ -146,6 +146,28 @@ impl TokenParams {
         self.claims.as_deref()
     }
 
+    /// These parameters as parts of a store key: every member tagged and
+    /// counted, so that no two different sets give the same parts.
+    pub(crate) fn key_parts(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        let mut set = |tag: &str, items: Option<Vec<&String>>| {
+            parts.push(tag.to_owned());
+            match items {
+                None => parts.push("-".to_owned()),
+                Some(items) => {
+                    parts.push(items.len().to_string());
+                    parts.extend(items.into_iter().cloned());
+                }
+            }
+        };
+        set("scope", self.scope.as_ref().map(|s| s.iter().collect()));
+        set("added", Some(self.added.iter().collect()));
+        set("audience", self.audience.as_ref().map(|a| vec![a]));
+        set("resources", Some(self.resources.iter().collect()));
+        set("claims", self.claims.as_ref().map(|c| vec![c]));
+        parts
+    }
+
     /// Whether no parameter is set.
     pub fn is_empty(&self) -> bool {
         self.scope.is_none()

@@ -55,7 +55,8 @@
 //!
 //! A request whose URI has no scheme or no host matches no origin: it gets no
 //! token. That includes requests above a tonic `Channel`, whose URIs are
-//! path-only (`/pkg.Service/Method`); the channel adds its origin below.
+//! path-only (`/pkg.Service/Method`) unless the generated client was given
+//! an origin (`with_origin`); the channel adds its own origin below.
 //! For tonic, use one `tower_bearer::tonic::AuthChannel` (feature `tonic`)
 //! per channel instead.
 //!

@@ -363,7 +363,7 @@ pub(crate) fn later(at: Instant, delay: Duration) -> Instant {
 }
 
 /// Reads the `exp` claim (seconds since the Unix epoch) of a JWT's payload.
-fn jwt_exp_claim(token: &str) -> Option<u64> {
+pub(crate) fn jwt_exp_claim(token: &str) -> Option<u64> {
     let mut parts = token.split('.');
     let (_header, payload) = (parts.next()?, parts.next()?);
     // A JWS has three parts, a JWE five; anything else is not a JWT.

@@ -436,8 +436,12 @@ fn token_error_to_status(error: BoxError) -> BoxError {
             } else {
                 ::tonic::Code::Unauthenticated
             };
-            let mut status =
-                ::tonic::Status::new(code, format!("could not get an access token: {error}"));
+            let message = if error.kind() == crate::ErrorKind::Unsendable {
+                error.to_string()
+            } else {
+                format!("could not get an access token: {error}")
+            };
+            let mut status = ::tonic::Status::new(code, message);
             status.set_source(std::sync::Arc::new(*error));
             Box::new(status)
         }

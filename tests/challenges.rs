@@ -410,6 +410,8 @@ async fn request_token_params_select_a_variant_with_its_own_token() {
         .unwrap_err();
     let error = error.downcast::<tower_bearer::Error>().unwrap();
     assert!(error.is_permanent());
+    assert_eq!(error.kind(), tower_bearer::ErrorKind::Unsendable);
+    assert!(error.to_string().contains("token parameters"), "{error}");
     assert_eq!(api.requests(), 1);
 }
 

@@ -1,5 +1,6 @@
 //! B10: `AuthService` in tower stacks: timeout, retry, buffer, limit,
-//! tower-http's trace layer, over hyper-util's client; readiness.
+//! tower-http's trace layer, over hyper-util's client (against the test
+//! kit's token endpoint and API where it serves); readiness.
 
 mod support;
 
@@ -14,7 +15,8 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::buffer::Buffer;
 use tower::retry::Policy;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use tower_bearer::{AuthLayer, AuthService, Error, ErrorKind, TokenCache};
+use tower_bearer::test_kit::{Fault, TestAuthServer};
+use tower_bearer::{AuthLayer, AuthService, Error, ErrorKind, OAuthErrorCode, TokenCache};
 use tower_http::trace::TraceLayer;
 
 /// Retries errors (timeouts, connection failures, token failures), never
@@ -94,29 +96,29 @@ async fn b10_retry_timeout_trace_and_auth_over_hyper_util_end_to_end() {
 #[tokio::test(start_paused = true)]
 async fn b10_token_errors_reach_the_caller_as_a_downcastable_error_through_timeout() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = TestServer::start(|_, _| async {
-        support::json(
-            StatusCode::BAD_REQUEST,
-            serde_json::json!({"error": "invalid_client"}),
-        )
-    })
-    .await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let server = TestAuthServer::start().await;
+    server.fail_next(Fault::InvalidClient);
+    let cache = TokenCache::new(server.client_credentials());
     let stack = ServiceBuilder::new()
         .timeout(Duration::from_secs(2))
         .layer(AuthLayer::new(cache))
         .service(http_client());
     let err = stack
         .oneshot(
-            Request::get("http://127.0.0.1:9/")
+            Request::get(server.url("/v1"))
                 .body(Full::<Bytes>::default())
                 .unwrap(),
         )
         .await
         .unwrap_err();
     let err = err.downcast_ref::<Error>().expect("a tower_bearer::Error");
-    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.kind(), ErrorKind::OAuth);
+    assert_eq!(
+        err.oauth_error().map(|e| e.code()),
+        Some(&OAuthErrorCode::InvalidClient)
+    );
     assert!(err.is_permanent());
+    assert_eq!(server.stats().api_requests, 0);
 }
 
 #[tokio::test]
@@ -158,16 +160,18 @@ async fn b10_inner_service_is_called_only_after_it_was_polled_ready() {
 async fn b10_buffered_inner_service_retries_without_using_unready_clones() {
     // `Buffer` clones are not ready; sending on one that was not polled
     // ready panics. The 401 retry polls its own clone ready first.
-    let tokens = support::token_server(3600).await;
-    let api = support::api_server(|token| token != "tok-1").await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let server = TestAuthServer::start().await;
+    let cache = TokenCache::new(server.client_credentials());
+    // Every call starts with at-1, which the API no longer accepts.
+    cache.token().await.unwrap();
+    server.revoke("at-1");
     let buffered: Buffer<Request<Full<Bytes>>, _> = Buffer::new(http_client(), 8);
     let client = AuthLayer::new(cache.clone()).layer(buffered);
     let barrier = Arc::new(tokio::sync::Barrier::new(32));
 
     let calls: Vec<_> = (0..32)
         .map(|_| {
-            let (client, barrier, url) = (client.clone(), barrier.clone(), api.url("/"));
+            let (client, barrier, url) = (client.clone(), barrier.clone(), server.url("/"));
             tokio::spawn(async move {
                 barrier.wait().await;
                 let req = Request::get(url).body(Full::<Bytes>::default()).unwrap();
@@ -178,21 +182,21 @@ async fn b10_buffered_inner_service_retries_without_using_unready_clones() {
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap(), StatusCode::OK);
     }
-    assert_eq!(tokens.requests(), 2);
+    assert_eq!(server.stats().token_requests, 2);
+    assert_eq!(cache.stats().rejections, 32);
 }
 
 #[tokio::test]
 async fn b10_concurrency_limit_inside_the_auth_layer() {
-    let tokens = support::token_server(3600).await;
-    let api = support::api_server(|_| true).await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let server = TestAuthServer::start().await;
+    let cache = TokenCache::new(server.client_credentials());
     let client = ServiceBuilder::new()
         .layer(AuthLayer::new(cache))
         .concurrency_limit(2)
         .service(http_client());
     let calls: Vec<_> = (0..10)
         .map(|_| {
-            let req = Request::get(api.url("/"))
+            let req = Request::get(server.url("/"))
                 .body(Full::<Bytes>::default())
                 .unwrap();
             tokio::spawn(client.clone().oneshot(req))
@@ -201,7 +205,8 @@ async fn b10_concurrency_limit_inside_the_auth_layer() {
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
     }
-    assert_eq!(tokens.requests(), 1);
+    let stats = server.stats();
+    assert_eq!((stats.token_requests, stats.api_requests), (1, 10));
 }
 
 #[test]

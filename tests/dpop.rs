@@ -449,3 +449,162 @@ async fn the_oidc_provider_peer_binds_its_token_to_our_key_after_one_nonce_retry
         peer.log()
     );
 }
+
+/// DPoP over a tonic channel: the generated client is given the server's
+/// origin (`with_origin`), so the request URI the layer sees is absolute
+/// and the proof's `htu` names the method's full URL.
+#[cfg(feature = "tonic")]
+mod over_tonic {
+    use super::*;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::transport::{Endpoint, Server};
+    use tonic::{Code, Status};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    use tower_bearer::tonic::AuthChannel;
+
+    const CHECK: &str = "/grpc.health.v1.Health/Check";
+
+    /// A gRPC health server whose interceptor verifies each call's DPoP
+    /// proof for `POST {base}/grpc.health.v1.Health/Check`, its `ath` and
+    /// its key against the token's binding, and demands its own nonce.
+    /// Returns its base URL and the number of calls it saw.
+    async fn grpc_api(world: Arc<World>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let check = {
+            let (base, calls) = (base.clone(), calls.clone());
+            move |req: tonic::Request<()>| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let header = |name: &str| {
+                    req.metadata()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let refuse = |why: String| {
+                    world.failures.lock().unwrap().push(why);
+                    Err(Status::unauthenticated("invalid_dpop_proof"))
+                };
+                let Some(token) = header("authorization")
+                    .and_then(|a| a.strip_prefix("DPoP ").map(str::to_owned))
+                else {
+                    return refuse(format!("not DPoP: {:?}", header("authorization")));
+                };
+                let Some(proof) = header("dpop") else {
+                    return refuse("gRPC call without a proof".into());
+                };
+                let proof = match verify(&proof, &Method::POST, &format!("{base}{CHECK}")) {
+                    Ok(proof) => proof,
+                    Err(e) => return refuse(format!("gRPC API: {e}")),
+                };
+                if proof.ath.as_deref() != Some(ath(&token).as_str()) {
+                    return refuse("ath does not match the token".into());
+                }
+                if world.bound.lock().unwrap().get(&token) != Some(&proof.jkt) {
+                    return refuse("the key is not the token's".into());
+                }
+                if proof.nonce.as_deref() != Some(API_NONCE) {
+                    // As a gRPC server says it: UNAUTHENTICATED, with the
+                    // challenge and the nonce in the (trailers-only) headers.
+                    let mut status = Status::unauthenticated("use_dpop_nonce");
+                    let metadata = status.metadata_mut();
+                    metadata.insert(
+                        "www-authenticate",
+                        r#"DPoP algs="ES256", error="use_dpop_nonce""#.parse().unwrap(),
+                    );
+                    metadata.insert("dpop-nonce", API_NONCE.parse().unwrap());
+                    return Err(status);
+                }
+                Ok(req)
+            }
+        };
+        let service = tonic::service::interceptor::InterceptedService::new(health, check);
+        tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        (base, calls)
+    }
+
+    #[tokio::test]
+    async fn a_generated_client_given_its_origin_sends_dpop_proofs_for_the_full_url() {
+        let world = Arc::new(World::default());
+        let tokens = token_endpoint(world.clone()).await;
+        let (base, calls) = grpc_api(world.clone()).await;
+        let dpop = Dpop::generate().unwrap();
+        let cache = cache(&tokens, &dpop);
+        let channel = Endpoint::from_shared(base.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::with_origin(
+            AuthChannel::new(channel, cache.clone()),
+            base.parse().unwrap(),
+        );
+
+        for _ in 0..3 {
+            client
+                .check(HealthCheckRequest::default())
+                .await
+                .expect("a proved call");
+        }
+        assert_eq!(world.failures.lock().unwrap().as_slice(), [] as [String; 0]);
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "the first call, once more with the API's nonce, then two proved at once"
+        );
+        assert_eq!(cache.stats().retries, 1);
+        assert_eq!(
+            cache.stats().rejections,
+            0,
+            "a nonce demand keeps the token"
+        );
+        assert_eq!(
+            tokens.requests(),
+            2,
+            "the first token request, then one with the nonce"
+        );
+        assert_eq!(world.bound.lock().unwrap()["dpop-tok-2"], dpop.thumbprint());
+    }
+
+    #[tokio::test]
+    async fn a_generated_client_without_an_origin_gets_an_error_and_sends_no_proof() {
+        // tonic's default origin leaves the URI a bare path: no `htu` can be
+        // made, and the call fails before anything reaches the API.
+        let world = Arc::new(World::default());
+        let tokens = token_endpoint(world.clone()).await;
+        let (base, calls) = grpc_api(world.clone()).await;
+        let dpop = Dpop::generate().unwrap();
+        let channel = Endpoint::from_shared(base)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(AuthChannel::new(channel, cache(&tokens, &dpop)));
+
+        let status = client
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        // Permanent, so UNAUTHENTICATED, with the reason in the message;
+        // the error itself is the status's source.
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            status.message(),
+            "no token can be sent with this request: DPoP needs the request's \
+             absolute URI (scheme and host) for its proof"
+        );
+        let error = std::error::Error::source(&status)
+            .and_then(|e| e.downcast_ref::<tower_bearer::Error>())
+            .expect("the token error as the source");
+        assert_eq!(error.kind(), ErrorKind::Unsendable);
+        assert!(error.is_permanent());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+}

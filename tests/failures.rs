@@ -1,6 +1,7 @@
 //! B4: retries, permanent failures, stale-while-error and the cooldown that
 //! keeps a dead token endpoint from being hammered. Paused clock, real
-//! loopback servers.
+//! loopback servers: the test kit's faults where they serve, servers of
+//! their own for a dead endpoint under load and custom sources.
 
 mod support;
 
@@ -12,12 +13,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use support::{
-    FrozenClock, TestServer, api_server, h2_client, http_client, http_source, json, read_response,
+    FrozenClock, TestServer, api_server, h2_client, http_client, http_source, read_response,
     settle_until, text, token_json,
 };
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt};
+use tower_bearer::test_kit::{Fault, TestAuthServer};
 use tower_bearer::{AuthLayer, Error, ErrorKind, TokenCache};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -37,6 +39,13 @@ async fn flaky_token_server(expires_in: u64, down: Arc<AtomicBool>) -> TestServe
         }
     })
     .await
+}
+
+/// Every token request the cache started has ended (the first succeeded,
+/// every later one failed): none is waiting for its answer.
+fn no_attempt_under_way(cache: &TokenCache) -> bool {
+    let stats = cache.stats();
+    stats.token_requests == stats.failed_token_requests + 1
 }
 
 #[tokio::test(start_paused = true)]
@@ -100,14 +109,21 @@ async fn b4_dead_endpoint_sees_a_bounded_number_of_requests_under_load() {
             });
             pending.push((made, call));
         }
-        // All of this step's calls are made at this instant.
-        settle_until(|| pending.iter().all(|(made, _)| made.get().is_some())).await;
+        // All of this step's calls are made at this instant, and every
+        // token request under way has its answer (the endpoint answers at
+        // once: its real I/O takes no simulated time, however loaded the
+        // machine, so a backoff timer is set before the clock moves on).
+        settle_until(|| {
+            pending.iter().all(|(made, _)| made.get().is_some()) && no_attempt_under_way(&cache)
+        })
+        .await;
         advance(STEP).await;
         let now = Instant::now();
         settle_until(|| {
-            pending.iter().all(|(made, call)| {
-                call.is_finished() || made.get().is_some_and(|at| now - *at < S(1))
-            })
+            no_attempt_under_way(&cache)
+                && pending.iter().all(|(made, call)| {
+                    call.is_finished() || made.get().is_some_and(|at| now - *at < S(1))
+                })
         })
         .await;
         let (done, rest): (Vec<_>, Vec<_>) = pending
@@ -153,15 +169,10 @@ async fn b4_dead_endpoint_sees_a_bounded_number_of_requests_under_load() {
 #[tokio::test(start_paused = true)]
 async fn b4_transient_failures_are_retried_with_backoff_within_one_refresh() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = TestServer::start(|n, _| async move {
-        if n < 3 {
-            text(StatusCode::SERVICE_UNAVAILABLE, "busy")
-        } else {
-            token_json("tok-3", 3600)
-        }
-    })
-    .await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let server = TestAuthServer::start().await;
+    server.fail_next(Fault::Status(StatusCode::SERVICE_UNAVAILABLE));
+    server.fail_next(Fault::HtmlErrorPage);
+    let cache = TokenCache::new(server.client_credentials());
     let waiter = tokio::spawn({
         let cache = cache.clone();
         async move { cache.token().await }
@@ -172,8 +183,9 @@ async fn b4_transient_failures_are_retried_with_backoff_within_one_refresh() {
     settle_until(|| cache.stats().failed_token_requests == 2).await;
     advance(MS(200)).await;
     let token = waiter.await.unwrap().unwrap();
-    assert_eq!(token.access_token().secret(), "tok-3");
-    assert_eq!(tokens.requests(), 3);
+    assert_eq!(token.access_token().secret(), "at-1");
+    let stats = server.stats();
+    assert_eq!((stats.token_requests, stats.faults), (3, 2));
     assert_eq!(cache.stats().token_requests, 3);
     assert_eq!(cache.stats().refresh_failures, 0);
 }
@@ -181,30 +193,24 @@ async fn b4_transient_failures_are_retried_with_backoff_within_one_refresh() {
 #[tokio::test(start_paused = true)]
 async fn b4_permanent_failures_are_not_retried() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = TestServer::start(|_, _| async {
-        json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"message": "no such endpoint"}),
-        )
-    })
-    .await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let server = TestAuthServer::start().await;
+    server.fail_next(Fault::InvalidClient);
+    let cache = TokenCache::new(server.client_credentials());
     let err = cache.token().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.kind(), ErrorKind::OAuth);
     assert!(err.is_permanent());
-    assert_eq!(tokens.requests(), 1);
+    assert_eq!(server.stats().token_requests, 1);
     // During the cooldown, callers get the same failure without a request.
     let again = cache.token().await.unwrap_err();
     assert!(again.ptr_eq(&err));
-    assert_eq!(tokens.requests(), 1);
+    assert_eq!(server.stats().token_requests, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn b4_a_failed_refresh_keeps_serving_the_usable_token_and_recovers() {
     let _clock = FrozenClock::freeze().await;
-    let down = Arc::new(AtomicBool::new(true));
-    let tokens = flaky_token_server(100, down.clone()).await;
-    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+    let server = TestAuthServer::builder().lifetime(S(100)).start().await;
+    let cache = TokenCache::builder(server.client_credentials())
         .leeway(S(10))
         .jitter(0.0)
         .max_attempts(1)
@@ -214,23 +220,23 @@ async fn b4_a_failed_refresh_keeps_serving_the_usable_token_and_recovers() {
     cache.token().await.unwrap();
 
     // 80 s: stale. The background refresh fails; the token is still served.
+    server.fail_next(Fault::Status(StatusCode::SERVICE_UNAVAILABLE));
     advance(S(80)).await;
-    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("at-1"));
     settle_until(|| cache.stats().refresh_failures == 1).await;
-    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
-    assert_eq!(tokens.requests(), 2);
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("at-1"));
+    assert_eq!(server.stats().token_requests, 2);
 
     // Within the cooldown (at least 0.5 s) no new attempt is made.
     advance(MS(400)).await;
-    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
-    assert_eq!(tokens.requests(), 2);
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("at-1"));
+    assert_eq!(server.stats().token_requests, 2);
 
-    // The endpoint comes back; after the cooldown the next call refreshes.
-    down.store(false, Ordering::SeqCst);
+    // The endpoint is back; after the cooldown the next call refreshes.
     advance(MS(600)).await;
-    assert_eq!(support::cached_token(&cache).as_deref(), Some("tok-1"));
-    settle_until(|| support::cached_token(&cache).as_deref() == Some("tok-3")).await;
-    assert_eq!(tokens.requests(), 3);
+    assert_eq!(support::cached_token(&cache).as_deref(), Some("at-1"));
+    settle_until(|| support::cached_token(&cache).as_deref() == Some("at-2")).await;
+    assert_eq!(server.stats().token_requests, 3);
     assert_eq!(cache.stats().refresh_failures, 1);
 }
 
@@ -291,12 +297,9 @@ async fn b4_retry_after_is_honoured_between_attempts() {
 #[tokio::test(start_paused = true)]
 async fn b4_attempt_timeout_turns_a_hung_endpoint_into_a_transient_error() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = TestServer::start(|_, _| async {
-        std::future::pending::<()>().await;
-        unreachable!()
-    })
-    .await;
-    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+    let server = TestAuthServer::start().await;
+    server.fail_next(Fault::NoAnswer);
+    let cache = TokenCache::builder(server.client_credentials())
         .attempt_timeout(S(2))
         .max_attempts(1)
         .build()
@@ -305,7 +308,7 @@ async fn b4_attempt_timeout_turns_a_hung_endpoint_into_a_transient_error() {
         let cache = cache.clone();
         async move { cache.token().await }
     });
-    settle_until(|| tokens.requests() == 1).await;
+    settle_until(|| server.stats().token_requests == 1).await;
     advance(S(2)).await;
     let err = waiter.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);

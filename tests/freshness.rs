@@ -13,6 +13,7 @@ use support::{
 };
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
+use tower_bearer::test_kit::TestAuthServer;
 use tower_bearer::{AuthLayer, TokenCache};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -23,26 +24,27 @@ fn get(url: &str) -> Request<Full<Bytes>> {
 
 #[tokio::test(start_paused = true)]
 async fn b1_token_is_used_until_expiry_minus_leeway_then_refetched() {
+    // The kit's API refuses an expired token: every call below must be OK.
     let _clock = FrozenClock::freeze().await;
-    let tokens = support::token_server(3600).await;
-    let api = api_server(|_| true).await;
-    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+    let server = TestAuthServer::start().await; // one-hour tokens
+    let cache = TokenCache::builder(server.client_credentials())
         .leeway(S(60))
         .no_refresh_ahead()
         .build()
         .unwrap();
     let mut client = AuthLayer::new(cache.clone()).layer_service(http_client());
     let start = Instant::now();
+    let last_bearer = || server.api_requests().pop().and_then(|r| r.bearer);
 
     let first = client
         .ready()
         .await
         .unwrap()
-        .call(get(&api.url("/a")))
+        .call(get(&server.url("/a")))
         .await
         .unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(tokens.requests(), 1);
+    assert_eq!(server.stats().token_requests, 1);
 
     // Just before 3540 s the first token is still sent.
     advance(S(3539)).await;
@@ -50,15 +52,12 @@ async fn b1_token_is_used_until_expiry_minus_leeway_then_refetched() {
         .ready()
         .await
         .unwrap()
-        .call(get(&api.url("/b")))
+        .call(get(&server.url("/b")))
         .await
         .unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
-    assert_eq!(tokens.requests(), 1);
-    assert_eq!(
-        api.seen().last().unwrap().authorization(),
-        Some("Bearer tok-1")
-    );
+    assert_eq!(server.stats().token_requests, 1);
+    assert_eq!(last_bearer().as_deref(), Some("at-1"));
 
     // At 3540 s it is not: the call waits for a new one.
     advance(S(1)).await;
@@ -67,47 +66,36 @@ async fn b1_token_is_used_until_expiry_minus_leeway_then_refetched() {
         .ready()
         .await
         .unwrap()
-        .call(get(&api.url("/c")))
+        .call(get(&server.url("/c")))
         .await
         .unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
-    assert_eq!(tokens.requests(), 2);
-    assert_eq!(
-        api.seen().last().unwrap().authorization(),
-        Some("Bearer tok-2")
-    );
+    assert_eq!(server.stats().token_requests, 2);
+    assert_eq!(last_bearer().as_deref(), Some("at-2"));
     assert_eq!(cache.stats().token_requests, 2);
+    assert_eq!(server.stats().api_rejections, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn b1_short_lived_token_is_reused_until_a_tenth_of_its_lifetime_remains() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = support::token_server(4).await;
-    let cache = TokenCache::builder(http_source(http_client(), tokens.url("/token")))
+    let server = TestAuthServer::builder().lifetime(S(4)).start().await;
+    let cache = TokenCache::builder(server.client_credentials())
         .no_refresh_ahead()
         .build()
         .unwrap();
 
     for _ in 0..35 {
-        assert_eq!(
-            cache.token().await.unwrap().access_token().secret(),
-            "tok-1"
-        );
+        assert_eq!(cache.token().await.unwrap().access_token().secret(), "at-1");
         advance(Duration::from_millis(100)).await;
     }
     // 3.5 s: still the first token, one request.
-    assert_eq!(
-        cache.token().await.unwrap().access_token().secret(),
-        "tok-1"
-    );
-    assert_eq!(tokens.requests(), 1);
+    assert_eq!(cache.token().await.unwrap().access_token().secret(), "at-1");
+    assert_eq!(server.stats().token_requests, 1);
     // 3.6 s: the 60 s leeway, capped at a tenth of 4 s, is reached.
     advance(Duration::from_millis(100)).await;
-    assert_eq!(
-        cache.token().await.unwrap().access_token().secret(),
-        "tok-2"
-    );
-    assert_eq!(tokens.requests(), 2);
+    assert_eq!(cache.token().await.unwrap().access_token().secret(), "at-2");
+    assert_eq!(server.stats().token_requests, 2);
 }
 
 #[tokio::test(start_paused = true)]

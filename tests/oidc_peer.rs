@@ -517,3 +517,121 @@ mod jwt_client_auth {
         assert_eq!(grant.stats().requests, 1);
     }
 }
+
+// === mutual TLS client authentication (RFC 8705) ===
+
+#[cfg(feature = "https")]
+mod mtls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tower_bearer::TokenSource;
+    use tower_bearer::oauth::ClientCertificate;
+
+    const MTLS_CLIENT: &str = "peer-mtls";
+
+    /// A peer with its mTLS listener, and the CA it trusts.
+    struct MtlsPeer {
+        peer: Peer,
+        ca: CertifiedIssuer<'static, KeyPair>,
+        token_url: String,
+    }
+
+    fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    /// A client certificate with the subject `CN=<name>` from `ca`.
+    fn client_certificate(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> ClientCertificate {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, ca).unwrap();
+        ClientCertificate::from_pem(cert.pem(), key.serialize_pem()).unwrap()
+    }
+
+    async fn start() -> MtlsPeer {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("oidc_peer_mtls")
+            .join(format!(
+                "{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = new_ca("tower-bearer peer mTLS CA");
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let peer = Peer::start(&[("MTLS_DIR", dir.to_str().unwrap()), ("MTLS_PORT", &port)]).await;
+        MtlsPeer {
+            peer,
+            token_url: format!("https://127.0.0.1:{port}/token"),
+            ca,
+        }
+    }
+
+    fn grant(peer: &MtlsPeer, certificate: ClientCertificate) -> ClientCredentialsGrant {
+        ClientCredentialsGrant::new(
+            TokenEndpoint::builder(&peer.token_url, ClientAuth::tls_client_auth(MTLS_CLIENT))
+                .add_root_certificate_pem(peer.ca.pem())
+                .client_certificate(certificate)
+                .scope("api:read")
+                .build()
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn peer_tls_client_auth_client_credentials_read_the_api_with_no_secret() {
+        let peer = start().await;
+        let grant = grant(&peer, client_certificate(&peer.ca, MTLS_CLIENT));
+        let cache = TokenCache::new(grant.clone());
+
+        let (status, body) = call_api(&peer.peer, &cache, "/api/read").await;
+        assert_eq!(status, StatusCode::OK, "{body}\n{}", peer.peer.log());
+        assert_eq!(body["client_id"], MTLS_CLIENT);
+        assert_eq!(grant.stats().requests, 1);
+    }
+
+    #[tokio::test]
+    async fn peer_tls_client_auth_with_another_subject_or_another_ca_is_a_typed_invalid_client() {
+        let peer = start().await;
+        for certificate in [
+            client_certificate(&peer.ca, "someone-else"),
+            client_certificate(&new_ca("another CA"), MTLS_CLIENT),
+        ] {
+            let grant = grant(&peer, certificate);
+            let error = grant.fetch(None).await.unwrap_err();
+            assert_eq!(
+                error.kind(),
+                ErrorKind::OAuth,
+                "{error}\n{}",
+                peer.peer.log()
+            );
+            assert_eq!(
+                error.oauth_error().unwrap().code(),
+                &OAuthErrorCode::InvalidClient
+            );
+            assert!(error.is_permanent());
+        }
+    }
+}

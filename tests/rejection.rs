@@ -1,5 +1,7 @@
 //! B6 and B7: what happens when the API rejects a token, and which requests
-//! the layer leaves alone. Real token endpoint and API on loopback.
+//! the layer leaves alone. Real token endpoint and API on loopback: the
+//! test kit's where it serves, servers of their own where a test scripts
+//! more (an API that rejects everything, holds a body, answers gRPC late).
 
 mod support;
 
@@ -26,6 +28,7 @@ use tokio::sync::Barrier;
 use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt};
 use tower_bearer::reject::Return;
+use tower_bearer::test_kit::TestAuthServer;
 use tower_bearer::{AuthLayer, TokenCache, source::StaticToken};
 
 fn get(url: String) -> Request<Full<Bytes>> {
@@ -38,6 +41,15 @@ fn unauthorized() -> Response<Full<Bytes>> {
         .header("www-authenticate", r#"Bearer error="invalid_token""#)
         .body(Full::new(Bytes::from_static(b"no")))
         .unwrap()
+}
+
+/// The bearer token of each request the test kit's API got.
+fn kit_bearers(server: &TestAuthServer) -> Vec<String> {
+    server
+        .api_requests()
+        .into_iter()
+        .map(|r| r.bearer.unwrap_or_default())
+        .collect()
 }
 
 fn tokens_seen(api: &TestServer) -> Vec<String> {
@@ -228,12 +240,10 @@ async fn b6_403_is_never_retried_and_keeps_the_token() {
 
 #[tokio::test]
 async fn b7_a_request_with_its_own_authorization_is_sent_unchanged() {
-    let tokens = token_server(3600).await;
-    let api = api_server(|_| false).await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
-    let client = AuthLayer::new(cache.clone()).layer(http_client());
+    let server = TestAuthServer::start().await;
+    let client = AuthLayer::new(TokenCache::new(server.client_credentials())).layer(http_client());
 
-    let req = Request::get(api.url("/"))
+    let req = Request::get(server.url("/"))
         .header("authorization", "Basic dXNlcjpwYXNz")
         .body(Full::default())
         .unwrap();
@@ -243,18 +253,23 @@ async fn b7_a_request_with_its_own_authorization_is_sent_unchanged() {
         StatusCode::UNAUTHORIZED,
         "its 401 is not ours to retry"
     );
-    assert_eq!(tokens_seen(&api), ["Basic dXNlcjpwYXNz"]);
-    assert_eq!(tokens.requests(), 0, "no token was even fetched");
+    let seen = server.api_requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["authorization"], "Basic dXNlcjpwYXNz");
+    assert_eq!(
+        server.stats().token_requests,
+        0,
+        "no token was even fetched"
+    );
 }
 
 #[tokio::test]
 async fn b6_a_buffered_body_is_replayed_byte_for_byte() {
-    let tokens = token_server(3600).await;
-    let api = api_server(|token| token != "tok-1").await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
-    let client = AuthLayer::new(cache.clone()).layer(http_client());
+    let server = TestAuthServer::start().await;
+    server.fail_next_api(StatusCode::UNAUTHORIZED);
+    let client = AuthLayer::new(TokenCache::new(server.client_credentials())).layer(http_client());
 
-    let req = Request::post(api.url("/orders"))
+    let req = Request::post(server.url("/orders"))
         .header("content-type", "application/json")
         .header("x-request-id", "42")
         .body(Full::new(Bytes::from_static(br#"{"item":"tea","qty":2}"#)))
@@ -262,10 +277,10 @@ async fn b6_a_buffered_body_is_replayed_byte_for_byte() {
     let rsp = client.oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
 
-    let seen = api.seen();
+    let seen = server.api_requests();
     assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].authorization(), Some("Bearer tok-1"));
-    assert_eq!(seen[1].authorization(), Some("Bearer tok-2"));
+    assert_eq!(seen[0].bearer.as_deref(), Some("at-1"));
+    assert_eq!(seen[1].bearer.as_deref(), Some("at-2"));
     for attempt in &seen {
         assert_eq!(attempt.method, http::Method::POST);
         assert_eq!(attempt.path, "/orders");
@@ -279,9 +294,9 @@ type Streaming = UnsyncBoxBody<Bytes, std::io::Error>;
 
 #[tokio::test]
 async fn b6_a_streaming_body_is_not_retried_but_its_token_is_invalidated() {
-    let tokens = token_server(3600).await;
-    let api = api_server(|token| token != "tok-1").await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
+    let server = TestAuthServer::start().await;
+    server.fail_next_api(StatusCode::UNAUTHORIZED);
+    let cache = TokenCache::new(server.client_credentials());
     let hyper: Client<_, Streaming> = Client::builder(TokioExecutor::new()).build_http();
     let client = AuthLayer::new(cache.clone()).layer(hyper);
 
@@ -289,20 +304,21 @@ async fn b6_a_streaming_body_is_not_retried_but_its_token_is_invalidated() {
         Bytes::from_static(b"chunk-1"),
         Bytes::from_static(b"chunk-2"),
     ]);
-    let req = Request::post(api.url("/upload")).body(stream).unwrap();
+    let req = Request::post(server.url("/upload")).body(stream).unwrap();
     let rsp = client.clone().oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED, "returned unchanged");
-    assert_eq!(api.requests(), 1);
-    assert_eq!(api.seen()[0].body, "chunk-1chunk-2");
+    let seen = server.api_requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, "chunk-1chunk-2");
 
     // The rejected token is gone: the next request gets a new one.
-    let req = Request::post(api.url("/upload"))
+    let req = Request::post(server.url("/upload"))
         .body(futures_stream(vec![]))
         .unwrap();
     let rsp = client.oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
-    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
-    assert_eq!(tokens.requests(), 2);
+    assert_eq!(kit_bearers(&server), ["at-1", "at-2"]);
+    assert_eq!(server.stats().token_requests, 2);
 }
 
 /// A body that yields `chunks` one by one: it cannot be copied.
@@ -364,46 +380,36 @@ async fn b6_no_retry_when_no_new_token_can_be_had_the_rejection_is_returned() {
 
 #[tokio::test]
 async fn b6_on_rejection_return_invalidates_without_retrying() {
-    let tokens = token_server(3600).await;
-    let api = api_server(|token| token != "tok-1").await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
-    let client = AuthLayer::new(cache.clone())
+    let server = TestAuthServer::start().await;
+    server.fail_next_api(StatusCode::UNAUTHORIZED);
+    let client = AuthLayer::new(TokenCache::new(server.client_credentials()))
         .on_rejection(Return)
         .layer(http_client());
 
-    let rsp = client.clone().oneshot(get(api.url("/"))).await.unwrap();
+    let rsp = client.clone().oneshot(get(server.url("/"))).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED);
-    let rsp = client.oneshot(get(api.url("/"))).await.unwrap();
+    let rsp = client.oneshot(get(server.url("/"))).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
-    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(kit_bearers(&server), ["at-1", "at-2"]);
 }
 
 #[tokio::test]
 async fn b6_grpc_unauthenticated_in_headers_is_a_rejection() {
-    let tokens = token_server(3600).await;
-    let api = TestServer::start(|_, seen| async move {
-        let status = if seen.authorization() == Some("Bearer tok-1") {
-            "16"
-        } else {
-            "0"
-        };
-        Response::builder()
-            .header("content-type", "application/grpc")
-            .header("grpc-status", status)
-            .body(Full::default())
-            .unwrap()
-    })
-    .await;
-    let cache = TokenCache::new(http_source(http_client(), tokens.url("/token")));
-    let client = AuthLayer::new(cache).layer(h2_client());
+    // The kit answers a gRPC request's rejection as a gRPC server does: 200
+    // with `grpc-status: 16` in the headers (a trailers-only response).
+    let server = TestAuthServer::start().await;
+    server.fail_next_api(StatusCode::UNAUTHORIZED);
+    let client = AuthLayer::new(TokenCache::new(server.client_credentials())).layer(h2_client());
 
-    let req = Request::post(api.url("/pkg.Service/Method"))
+    let req = Request::post(server.url("/pkg.Service/Method"))
         .header("content-type", "application/grpc")
         .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
         .unwrap();
     let rsp = client.oneshot(req).await.unwrap();
-    assert_eq!(rsp.headers()["grpc-status"], "0");
-    assert_eq!(tokens_seen(&api), ["Bearer tok-1", "Bearer tok-2"]);
+    let (status, _) = read_response(rsp).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kit_bearers(&server), ["at-1", "at-2"]);
+    assert_eq!(server.stats().api_rejections, 1);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use http_body_util::Full;
 use support::{FrozenClock, TestServer, api_server, http_client, http_source, token_json};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_bearer::route::{Origin, RouteLayer};
+use tower_bearer::test_kit::TestAuthServer;
 use tower_bearer::{AuthLayer, TokenCache};
 
 fn get(url: &str) -> Request<Full<Bytes>> {
@@ -30,6 +31,20 @@ async fn token_server(prefix: &'static str) -> TestServer {
 
 fn cache_for(tokens: &TestServer) -> TokenCache {
     TokenCache::new(http_source(http_client(), tokens.url("/token")))
+}
+
+/// The origin of a test kit server.
+fn kit_origin(server: &TestAuthServer) -> Origin {
+    Origin::parse(&server.url("")).unwrap()
+}
+
+/// The bearer token of every request a test kit API got, in order.
+fn bearers(server: &TestAuthServer) -> Vec<Option<String>> {
+    server
+        .api_requests()
+        .into_iter()
+        .map(|r| r.bearer)
+        .collect()
 }
 
 /// Every `Authorization` a server saw (`None` for requests without one).
@@ -96,11 +111,9 @@ async fn b9_token_for_origin_a_never_reaches_origin_b_or_an_unknown_origin_even_
 #[tokio::test(start_paused = true)]
 async fn b9_route_only_keeps_a_layer_to_its_own_origin() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = support::token_server(3600).await;
-    let api = api_server(|_| true).await;
-    let elsewhere = api_server(|_| true).await;
-    let client =
-        RouteLayer::only(origin(&api), AuthLayer::new(cache_for(&tokens))).layer(http_client());
+    let (api, elsewhere) = (TestAuthServer::start().await, TestAuthServer::start().await);
+    let cache = TokenCache::new(api.client_credentials());
+    let client = RouteLayer::only(kit_origin(&api), AuthLayer::new(cache)).layer(http_client());
 
     let ok = client
         .clone()
@@ -113,8 +126,8 @@ async fn b9_route_only_keeps_a_layer_to_its_own_origin() {
         .await
         .unwrap();
     assert_eq!(redirected.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(authorizations(&elsewhere), [None]);
-    assert_eq!(tokens.requests(), 1);
+    assert_eq!(bearers(&elsewhere), [None]);
+    assert_eq!(api.stats().token_requests, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -150,57 +163,60 @@ async fn b9_path_only_uri_matches_no_origin_and_gets_no_token() {
 
 #[tokio::test(start_paused = true)]
 async fn two_apis_with_their_own_token_urls_share_one_hyper_client() {
+    // Each kit server's API accepts only the tokens its own endpoint issued.
     let _clock = FrozenClock::freeze().await;
-    let (tokens_a, tokens_b) = (token_server("a").await, token_server("b").await);
-    let api_a = api_server(|token| token.starts_with("a-")).await;
-    let api_b = api_server(|token| token.starts_with("b-")).await;
+    let a = TestAuthServer::builder().token_prefix("a-").start().await;
+    let b = TestAuthServer::builder().token_prefix("b-").start().await;
     let shared = http_client();
-    let client_a = AuthLayer::new(cache_for(&tokens_a)).layer(shared.clone());
-    let client_b = AuthLayer::new(cache_for(&tokens_b)).layer(shared);
+    let client_a = AuthLayer::new(TokenCache::new(a.client_credentials())).layer(shared.clone());
+    let client_b = AuthLayer::new(TokenCache::new(b.client_credentials())).layer(shared);
 
     for _ in 0..3 {
-        let a = client_a
-            .clone()
-            .oneshot(get(&api_a.url("/a")))
-            .await
-            .unwrap();
-        let b = client_b
-            .clone()
-            .oneshot(get(&api_b.url("/b")))
-            .await
-            .unwrap();
-        assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+        let from_a = client_a.clone().oneshot(get(&a.url("/a"))).await.unwrap();
+        let from_b = client_b.clone().oneshot(get(&b.url("/b"))).await.unwrap();
+        assert_eq!(
+            (from_a.status(), from_b.status()),
+            (StatusCode::OK, StatusCode::OK)
+        );
     }
 
-    assert_eq!(tokens_a.requests(), 1);
-    assert_eq!(tokens_b.requests(), 1);
-    let bearer = |t: &str| Some(format!("Bearer {t}"));
-    assert_eq!(authorizations(&api_a), vec![bearer("a-1"); 3]);
-    assert_eq!(authorizations(&api_b), vec![bearer("b-1"); 3]);
+    assert_eq!(a.stats().token_requests, 1);
+    assert_eq!(b.stats().token_requests, 1);
+    assert_eq!(bearers(&a), vec![Some("a-at-1".to_owned()); 3]);
+    assert_eq!(bearers(&b), vec![Some("b-at-1".to_owned()); 3]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn b3_a_cache_shared_by_two_layers_fetches_once() {
     let _clock = FrozenClock::freeze().await;
-    let tokens = support::token_server(3600).await;
-    let cache = cache_for(&tokens);
-    let orders = api_server(|_| true).await;
-    let invoices = api_server(|_| true).await;
+    let server = TestAuthServer::start().await;
+    let cache = TokenCache::new(server.client_credentials());
     let orders_client = AuthLayer::new(cache.clone()).layer(http_client());
     let invoices_client = AuthLayer::new(cache.clone()).layer(http_client());
 
     // Both layers ask at the same time, before any token exists.
-    let (a, b) = tokio::join!(
-        orders_client.oneshot(get(&orders.url("/orders"))),
-        invoices_client.oneshot(get(&invoices.url("/invoices"))),
+    let (orders, invoices) = tokio::join!(
+        orders_client.oneshot(get(&server.url("/orders"))),
+        invoices_client.oneshot(get(&server.url("/invoices"))),
     );
 
-    assert_eq!(a.unwrap().status(), StatusCode::OK);
-    assert_eq!(b.unwrap().status(), StatusCode::OK);
-    assert_eq!(tokens.requests(), 1);
+    assert_eq!(orders.unwrap().status(), StatusCode::OK);
+    assert_eq!(invoices.unwrap().status(), StatusCode::OK);
+    assert_eq!(server.stats().token_requests, 1);
     assert_eq!(cache.stats().token_requests, 1);
-    assert_eq!(authorizations(&orders), [Some("Bearer tok-1".into())]);
-    assert_eq!(authorizations(&invoices), [Some("Bearer tok-1".into())]);
+    let mut seen: Vec<_> = server
+        .api_requests()
+        .into_iter()
+        .map(|r| (r.path, r.bearer))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("/invoices".to_owned(), Some("at-1".to_owned())),
+            ("/orders".to_owned(), Some("at-1".to_owned()))
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

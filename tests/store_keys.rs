@@ -250,3 +250,59 @@ async fn b5_a_refused_refresh_token_reads_the_store_before_giving_up() {
     assert_eq!(server.requests(), 1);
     assert_eq!(cache.stats().adopted_from_store, 1);
 }
+
+#[tokio::test]
+async fn variants_share_their_tokens_through_the_store_under_keys_with_their_parameters() {
+    // Two replicas, each a cache with variants, on one store: a variant's
+    // token is stored under the root key with its parameters, taken by the
+    // same variant of the other replica with no request of its own, and
+    // never by the root or by a variant with other parameters.
+    let tokens = support::token_server(3600).await;
+    let grant = || {
+        ClientCredentialsGrant::new(
+            TokenEndpoint::builder(tokens.url("/token"), ClientAuth::basic("app", "s3cret"))
+                .scope("api:read")
+                .build()
+                .unwrap(),
+        )
+    };
+    let store = MemoryStore::new();
+    let key = grant().store_key();
+    let replica = || {
+        TokenCache::builder(grant())
+            .store(store.clone(), key.clone())
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (replica(), replica());
+    let admin = tower_bearer::TokenParams::new().scope("api:read api:admin");
+    let billing = tower_bearer::TokenParams::new().resource("https://billing.example/");
+
+    let first = one.variant(&admin).unwrap().token().await.unwrap();
+    assert_eq!(first.access_token().secret(), "tok-1");
+    let stored = store
+        .get(&key.with_params(&admin))
+        .expect("stored under the variant's key");
+    assert_eq!(stored.access_token().secret(), "tok-1");
+    assert!(store.get(&key).is_none(), "not under the root's key");
+
+    let adopted = two.variant(&admin).unwrap();
+    assert_eq!(
+        adopted.token().await.unwrap().access_token().secret(),
+        "tok-1"
+    );
+    assert_eq!(adopted.stats().token_requests, 0);
+    assert_eq!(adopted.stats().adopted_from_store, 1);
+    assert_eq!(tokens.requests(), 1);
+
+    // Other parameters, and the root: tokens of their own.
+    let other = two.variant(&billing).unwrap().token().await.unwrap();
+    assert_eq!(other.access_token().secret(), "tok-2");
+    assert_eq!(two.token().await.unwrap().access_token().secret(), "tok-3");
+    assert_eq!(tokens.requests(), 3);
+    assert_eq!(
+        tokens.seen()[1].form()["resource"],
+        "https://billing.example/"
+    );
+    assert_ne!(key.with_params(&admin), key.with_params(&billing));
+}

@@ -246,7 +246,7 @@ async fn redis_a_newer_builds_entry_is_left_as_it_is_and_the_cache_carries_on() 
     let store = RedisStore::new(&redis.url()).unwrap();
     let mut conn = raw(&redis).await;
     let token_key = store.token_key(&key());
-    let newer = r#"{"version":2,"sealed":"…","refresh_token":"only-here"}"#;
+    let newer = r#"{"version":3,"sealed":"…","refresh_token":"only-here"}"#;
     let _: () = redis::cmd("SET")
         .arg(&token_key)
         .arg(newer)

@@ -22,6 +22,8 @@ pub(crate) struct Config {
     pub(crate) store: Option<StoreSettings>,
     /// Called with each token this cache fetched, before it is handed out.
     pub(crate) on_refresh: Option<OnRefresh>,
+    /// The `cache` label of its metrics and the `cache` field of its spans.
+    pub(crate) name: Arc<str>,
 }
 
 /// A cache's store, its key and its timing.
@@ -40,6 +42,19 @@ pub(crate) struct StoreSettings {
     pub(crate) refresh_bound: Duration,
     /// The tokens this cache has held, never to be installed again.
     pub(crate) held: Arc<Held>,
+}
+
+impl StoreSettings {
+    /// The settings of a variant made with `params`: the same store, the
+    /// key [with those parameters](StoreKey::with_params), and tokens held
+    /// of its own.
+    pub(crate) fn for_params(&self, params: &crate::TokenParams) -> StoreSettings {
+        StoreSettings {
+            key: self.key.with_params(params),
+            held: Arc::default(),
+            ..self.clone()
+        }
+    }
 }
 
 impl fmt::Debug for StoreSettings {

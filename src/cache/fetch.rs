@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use super::random;
 use super::schedule::Retries;
 use super::stats::Counters;
+use super::telemetry::{self, Outcome};
 use crate::source::Restriction;
 use crate::{Error, Token, TokenSource};
 
@@ -38,12 +41,25 @@ pub(crate) async fn fetch(
         let attempt = restriction
             .and_then(|r| source.fetch_restricted(previous, r))
             .unwrap_or_else(|| source.fetch(previous));
+        // One span per token request: the cache, the attempt, the grant
+        // (recorded by the OAuth2 grants) and the outcome; never a secret.
+        let span = tracing::info_span!(
+            "token_request",
+            cache = %counters.name,
+            attempt = failures + 1,
+            grant = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = tokio::time::Instant::now();
         let result = match retries.attempt_timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt)
+            Some(limit) => tokio::time::timeout(limit, attempt.instrument(span.clone()))
                 .await
                 .unwrap_or_else(|_| Err(Error::timeout(limit))),
-            None => attempt.await,
+            None => attempt.instrument(span.clone()).await,
         };
+        let outcome = Outcome::of(&result);
+        span.record("outcome", outcome.as_str());
+        telemetry::token_request(counters, outcome, started.elapsed());
         let error = match result {
             Ok(token) => return Ok(token),
             Err(error) => error,

@@ -59,6 +59,7 @@ use super::fetch::fetch;
 use super::random;
 use super::schedule::MAX_RETRY_AFTER;
 use super::stats::Counters;
+use super::telemetry;
 use super::variants::Family;
 use super::with_store::{self, Obtained};
 use crate::{Error, Token, TokenSource};
@@ -80,6 +81,16 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
+    /// The `reason` label of the refresh metrics.
+    fn metric(self) -> &'static str {
+        match self {
+            Reason::Cold => "first",
+            Reason::Stale => "ahead",
+            Reason::Expired => "expired",
+            Reason::Rejected => "rejected",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Reason::Cold => "cold",
@@ -193,9 +204,9 @@ impl Shared {
             next_background: AtomicU64::new(0),
             epoch: Instant::now(),
             flight: Mutex::new(Flight::default()),
+            counters: Arc::new(Counters::named(config.name.clone())),
             source,
             config,
-            counters: Arc::new(Counters::default()),
             family,
         }
     }
@@ -241,11 +252,15 @@ impl Shared {
     /// its usable window is empty (`expires_in: 0` means "use once").
     pub(crate) async fn acquire(self: &Arc<Self>, after: Option<u64>) -> Outcome {
         let mut took_over = false;
+        let mut counted = false;
         loop {
             let joined = match self.join(after)? {
                 Join::Ready(entry) => return Ok(entry),
                 Join::Wait(joined) => joined,
             };
+            if !std::mem::replace(&mut counted, true) {
+                telemetry::count(&self.counters, telemetry::WAITS);
+            }
             match self.wait(joined).await {
                 Waited::Done(outcome) => return outcome,
                 Waited::Stalled(id) if !took_over => {
@@ -422,6 +437,13 @@ impl Shared {
         flight.next_id += 1;
         let (tx, rx) = watch::channel(Progress::Working(self.config.retries.attempt_timeout));
         let previous = self.current.load_full();
+        telemetry::refresh(
+            &self.counters,
+            reason.metric(),
+            previous
+                .as_ref()
+                .map(|entry| Instant::now().saturating_duration_since(entry.token.issued_at())),
+        );
         self.next_background.store(u64::MAX, Ordering::Release);
         let guard = FlightGuard {
             shared: Arc::downgrade(self),
@@ -481,6 +503,10 @@ impl Shared {
                 flight.failures_in_row = 0;
                 self.publish(entry.clone());
                 self.next_background.store(0, Ordering::Release);
+                telemetry::installed(
+                    &self.counters,
+                    entry.expires_at.saturating_duration_since(now),
+                );
                 tracing::debug!(
                     generation,
                     usable_for_s = entry

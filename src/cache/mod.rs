@@ -117,6 +117,30 @@
 //! called with each new token, for users who persist it elsewhere. Neither
 //! is on the per-request path.
 //!
+//! # Metrics
+//!
+//! With the feature `metrics`, a cache records through the
+//! [`metrics`](https://docs.rs/metrics) facade, so any exporter works
+//! (Prometheus, OpenTelemetry through its bridge, StatsD). Names follow
+//! OpenTelemetry's semantic-convention style; every metric has the label
+//! `cache`, the cache's [`name`](TokenCacheBuilder::name) (default
+//! `default`). [`describe_metrics`] registers the units and descriptions.
+//! Nothing is recorded on the per-request path of a call that finds a
+//! usable token.
+//!
+//! | name | kind | unit | labels | what |
+//! | --- | --- | --- | --- | --- |
+//! | `tower_bearer.token.requests` | counter | requests | `outcome`: `ok`, `transient`, `permanent` | token requests (each attempt) |
+//! | `tower_bearer.token.request.duration` | histogram | seconds | `outcome` | token-request latency |
+//! | `tower_bearer.refreshes` | counter | refreshes | `reason`: `first`, `expired`, `ahead`, `rejected` | refreshes started |
+//! | `tower_bearer.token.age_at_refresh` | histogram | seconds | `reason` | age of the replaced token when its refresh started |
+//! | `tower_bearer.rejections` | counter | responses | | responses that rejected a token of this cache |
+//! | `tower_bearer.retries` | counter | requests | | requests sent once more after a rejection or a step-up |
+//! | `tower_bearer.waits` | counter | calls | | calls that had no usable token and waited for a refresh |
+//! | `tower_bearer.token.expires_in` | gauge | seconds | | time to expiry of the token just installed |
+//!
+//! The names are also constants of this module ([`TOKEN_REQUESTS`], …).
+//!
 //! # Background work
 //!
 //! Refreshes run as tokio tasks on the runtime of the caller that started
@@ -147,6 +171,7 @@ mod random;
 pub(crate) mod read;
 mod schedule;
 mod stats;
+mod telemetry;
 mod variants;
 mod with_store;
 
@@ -160,12 +185,17 @@ use tokio::time::Instant;
 use self::config::{Config, OnRefresh, StoreSettings};
 use self::flight::Shared;
 use self::read::Local;
-use self::schedule::{Freshness, Retries, Timing};
+pub(crate) use self::schedule::Freshness;
+use self::schedule::{Retries, Timing};
 use self::variants::{Family, Lru};
 use crate::store::{StoreKey, TokenStore};
 use crate::{ConfigError, Error, Token, TokenParams, TokenSource};
 
 pub use self::stats::CacheStats;
+pub use self::telemetry::{
+    REFRESHES, REJECTIONS, RETRIES, TOKEN_AGE_AT_REFRESH, TOKEN_EXPIRES_IN, TOKEN_REQUEST_DURATION,
+    TOKEN_REQUESTS, WAITS, describe_metrics,
+};
 pub use self::variants::DEFAULT_MAX_VARIANTS;
 pub use self::with_store::{STORE_POLL_INTERVAL, STORE_TIMEOUT};
 
@@ -303,9 +333,16 @@ impl TokenCache {
     ///
     /// # Errors
     ///
-    /// As [`token`](Self::token).
+    /// As [`token`](Self::token); and a permanent
+    /// [`ErrorKind::Unsendable`](crate::ErrorKind::Unsendable) error for a
+    /// token exchange's `N_A` token, which is not an access token and is
+    /// never sent in a header.
     pub async fn header_value(&self) -> Result<HeaderValue, Error> {
-        Ok(self.entry().await?.header.clone())
+        let entry = self.entry().await?;
+        if let Some(crate::proof::Proofs::NotAnAccessToken) = entry.proofs {
+            return Err(crate::proof::not_an_access_token());
+        }
+        Ok(entry.header.clone())
     }
 
     async fn entry(&self) -> Result<Arc<entry::Entry>, Error> {
@@ -414,10 +451,27 @@ impl TokenCache {
 
     pub(crate) fn record_rejection(&self) {
         stats::Counters::bump(&self.shared.counters.rejections);
+        telemetry::count(&self.shared.counters, telemetry::REJECTIONS);
     }
 
+    /// A request is sent once more (after a rejection, a step-up or a DPoP
+    /// nonce): counted, and recorded as an event in the request's span
+    /// (whatever span the caller polls the request in).
     pub(crate) fn record_retry(&self) {
+        tracing::info!(
+            cache = %self.shared.counters.name,
+            "tower_bearer: sending the request once more with a new token or proof"
+        );
         stats::Counters::bump(&self.shared.counters.retries);
+        telemetry::count(&self.shared.counters, telemetry::RETRIES);
+    }
+
+    /// How the cache's token stands now; `None` without a token.
+    pub(crate) fn freshness_now(&self) -> Option<Freshness> {
+        let entry = self.shared.current.load();
+        entry
+            .as_ref()
+            .map(|entry| entry.schedule.freshness(Instant::now()))
     }
 
     /// `true` when both handles share one cache.
@@ -434,9 +488,12 @@ impl TokenCache {
     ///
     /// A variant is a cache of its own: its own token, single flight,
     /// refresh token and counters, and this cache's timing and retry
-    /// settings. It has no [store](crate::store) and no `on_refresh` hook:
-    /// those are set up for one token. `params` are always relative to the
-    /// source's own request: a variant's variants are its root's.
+    /// settings. With a [store](crate::store), it keeps its token there
+    /// under this cache's key [with its parameters](crate::store::StoreKey::with_params),
+    /// so that the variants of caches in other processes share it; it has
+    /// no `on_refresh` hook (that is set up for one token). `params` are
+    /// always relative to the source's own request: a variant's variants
+    /// are its root's.
     ///
     /// [`AuthService`](crate::AuthService) uses this for requests that
     /// carry [`TokenParams`] in their extensions, and for step-ups (see
@@ -479,7 +536,11 @@ impl TokenCache {
         Lru::get_or_make(variants, params, || {
             let source = root.source.with_params(params)?;
             let config = Config {
-                store: None,
+                store: root
+                    .config
+                    .store
+                    .as_ref()
+                    .map(|store| store.for_params(params)),
                 on_refresh: None,
                 ..root.config.clone()
             };
@@ -575,6 +636,7 @@ impl TokenCacheBuilder {
                 default_lifetime: DEFAULT_LIFETIME,
                 store: None,
                 on_refresh: None,
+                name: Arc::from("default"),
             },
             store_lock_ttl: None,
             store_wait: None,
@@ -588,6 +650,22 @@ impl TokenCacheBuilder {
     /// first. At least 1.
     pub fn max_variants(mut self, max: usize) -> Self {
         self.max_variants = max;
+        self
+    }
+
+    /// The cache's name (default `default`): the `cache` label of its
+    /// [metrics](crate::cache#metrics) (feature `metrics`), so that the
+    /// caches of several APIs can be told apart. Its variants share it.
+    ///
+    /// ```
+    /// use tower_bearer::{source::StaticToken, TokenCache};
+    ///
+    /// let orders = TokenCache::builder(StaticToken::new("k")).name("orders").build()?;
+    /// # drop(orders);
+    /// # Ok::<_, tower_bearer::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Arc::from(name.into());
         self
     }
 
@@ -750,6 +828,7 @@ impl TokenCacheBuilder {
             default_lifetime,
             store,
             on_refresh: _,
+            name: _,
         } = &mut self.config;
         if let Some(ratio) = timing.refresh_ahead
             && !(ratio > 0.0 && ratio <= 1.0)

@@ -1,5 +1,6 @@
 //! Counters a cache keeps for tests, demos and users' metrics.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of a cache's counters, from [`TokenCache::stats`](crate::TokenCache::stats).
@@ -39,6 +40,8 @@ pub struct CacheStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// The cache's name: the `cache` label of its metrics.
+    pub(crate) name: Arc<str>,
     pub(crate) token_requests: AtomicU64,
     pub(crate) failed_token_requests: AtomicU64,
     pub(crate) refresh_failures: AtomicU64,
@@ -50,6 +53,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    pub(crate) fn named(name: Arc<str>) -> Counters {
+        Counters {
+            name,
+            ..Counters::default()
+        }
+    }
+
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -261,11 +261,12 @@ impl Refresh<'_> {
             match self.look(Some((&lock, ttl))).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
-                // A newer build's entry (a rolling upgrade): it holds the
-                // newest refresh token, which this build cannot read, so
-                // the one this cache has may be spent. Sending it could
-                // revoke the grant: the outage rule, lock or not.
-                Err(error) if error.is_unknown_version() => {
+                // Another writer's entry (a newer build's during a rolling
+                // upgrade, or one encrypted with a key this store lacks):
+                // it may hold the newest refresh token, which this cache
+                // cannot read, so the one it has may be spent. Sending it
+                // could revoke the grant: the outage rule, lock or not.
+                Err(error) if error.is_anothers() => {
                     failed(self.counters, &error, "load");
                     return self.without_lock(error).await;
                 }

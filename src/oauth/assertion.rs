@@ -130,15 +130,30 @@ impl ClientAssertionKey {
         self.key_id.as_deref()
     }
 
-    /// A new signed assertion for `client_id` and `audience`.
+    /// A new signed client assertion for `client_id` and `audience`.
     pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<String, Error> {
+        self.signed(client_id, client_id, audience)
+    }
+
+    /// A new signed assertion with these `iss`, `sub` and `aud` (RFC 7523
+    /// §3), a random `jti`, `iat` now and `exp` [`ASSERTION_LIFETIME`]
+    /// later.
+    pub(crate) fn signed(
+        &self,
+        issuer: &str,
+        subject: &str,
+        audience: &str,
+    ) -> Result<String, Error> {
         let rng = SystemRandom::new();
         let mut jwt = unsigned(
             &rng,
             self.algorithm(),
             self.key_id.as_deref(),
-            client_id,
-            audience,
+            Claims {
+                issuer,
+                subject,
+                audience,
+            },
         )?;
         let signature = match &*self.signer {
             Signer::Es256(pair) => pair
@@ -171,7 +186,16 @@ pub(crate) fn secret_assertion(
     audience: &str,
 ) -> Result<String, Error> {
     let rng = SystemRandom::new();
-    let mut jwt = unsigned(&rng, "HS256", None, client_id, audience)?;
+    let mut jwt = unsigned(
+        &rng,
+        "HS256",
+        None,
+        Claims {
+            issuer: client_id,
+            subject: client_id,
+            audience,
+        },
+    )?;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&key, jwt.as_bytes());
     jwt.push('.');
@@ -179,14 +203,24 @@ pub(crate) fn secret_assertion(
     Ok(jwt)
 }
 
-/// `header.claims` of an assertion: `iss` and `sub` the client id, `aud`,
-/// a random `jti`, `iat` now and `exp` [`ASSERTION_LIFETIME`] later.
+/// Who an assertion is from, about and for.
+struct Claims<'a> {
+    issuer: &'a str,
+    subject: &'a str,
+    audience: &'a str,
+}
+
+/// `header.claims` of an assertion: `iss`, `sub`, `aud`, a random `jti`,
+/// `iat` now and `exp` [`ASSERTION_LIFETIME`] later.
 fn unsigned(
     rng: &SystemRandom,
     algorithm: &str,
     key_id: Option<&str>,
-    client_id: &str,
-    audience: &str,
+    Claims {
+        issuer,
+        subject,
+        audience,
+    }: Claims<'_>,
 ) -> Result<String, Error> {
     let mut jti = [0u8; 16];
     rng.fill(&mut jti)
@@ -200,8 +234,8 @@ fn unsigned(
         header["kid"] = kid.into();
     }
     let claims = serde_json::json!({
-        "iss": client_id,
-        "sub": client_id,
+        "iss": issuer,
+        "sub": subject,
         "aud": audience,
         "jti": URL_SAFE_NO_PAD.encode(jti),
         "iat": now,

@@ -46,6 +46,14 @@ pub enum ClientAuthMethod {
     /// custom endpoint whose login carries the user's own credentials; see
     /// [`ClientAuth::anonymous`]). Not an OAuth 2.0 registry method.
     Anonymous,
+    /// `tls_client_auth`: a certificate issued by a CA the server trusts,
+    /// presented in the TLS handshake; `client_id` in the form body (RFC
+    /// 8705 §2.1).
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth`: a self-signed certificate registered
+    /// with the server, presented in the TLS handshake; `client_id` in the
+    /// form body (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl ClientAuthMethod {
@@ -58,6 +66,8 @@ impl ClientAuthMethod {
             ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
             ClientAuthMethod::ClientSecretJwt => "client_secret_jwt",
             ClientAuthMethod::Anonymous => "anonymous",
+            ClientAuthMethod::TlsClientAuth => "tls_client_auth",
+            ClientAuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 }
@@ -88,6 +98,11 @@ impl fmt::Display for ClientAuthMethod {
 ///   with HMAC-SHA256 keyed by the client secret in each request: the
 ///   secret stays with the client. The secret must be at least 32 bytes
 ///   (RFC 7518 §3.2), or the endpoint's build fails.
+/// * [`tls_client_auth`](Self::tls_client_auth) and
+///   [`self_signed_tls_client_auth`](Self::self_signed_tls_client_auth) —
+///   mutual TLS (RFC 8705): the client's certificate in the TLS handshake
+///   (`ClientCertificate` on the built-in transport, feature `https`, or
+///   your own transport's), `client_id` in the body.
 ///
 /// `Debug` shows the client id and the method, never the secret (B8).
 ///
@@ -118,6 +133,8 @@ enum Credential {
     Post(ClientSecret),
     None,
     Anonymous,
+    /// Mutual TLS; `true` for a self-signed certificate.
+    Tls(bool),
     #[cfg(feature = "private-key-jwt")]
     PrivateKeyJwt(super::ClientAssertionKey),
     #[cfg(feature = "private-key-jwt")]
@@ -167,6 +184,32 @@ impl ClientAuth {
     /// ```
     pub fn anonymous() -> Self {
         Self::with(String::new(), Credential::Anonymous)
+    }
+
+    /// `tls_client_auth` (RFC 8705 §2.1): the client proves who it is with
+    /// a certificate from a CA the server trusts, in the TLS handshake, and
+    /// sends its `client_id` in the form body. Give the certificate to the
+    /// built-in transport with
+    /// `TokenEndpointBuilder::client_certificate` (feature `https`), or
+    /// use a [`transport`](super::TokenEndpointBuilder::transport) that
+    /// presents it; with neither, the endpoint's build fails.
+    ///
+    /// ```
+    /// use tower_bearer::oauth::{ClientAuth, ClientAuthMethod};
+    ///
+    /// let auth = ClientAuth::tls_client_auth("my-client");
+    /// assert_eq!(auth.method(), ClientAuthMethod::TlsClientAuth);
+    /// assert!(auth.secret().is_none());
+    /// ```
+    pub fn tls_client_auth(client_id: impl Into<String>) -> Self {
+        Self::with(client_id.into(), Credential::Tls(false))
+    }
+
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): as
+    /// [`tls_client_auth`](Self::tls_client_auth), with a self-signed
+    /// certificate registered with the server (its JWKS).
+    pub fn self_signed_tls_client_auth(client_id: impl Into<String>) -> Self {
+        Self::with(client_id.into(), Credential::Tls(true))
     }
 
     /// `private_key_jwt`: each token request carries a new JWT signed with
@@ -266,6 +309,8 @@ impl ClientAuth {
             Credential::Post(_) => ClientAuthMethod::ClientSecretPost,
             Credential::None => ClientAuthMethod::None,
             Credential::Anonymous => ClientAuthMethod::Anonymous,
+            Credential::Tls(false) => ClientAuthMethod::TlsClientAuth,
+            Credential::Tls(true) => ClientAuthMethod::SelfSignedTlsClientAuth,
             #[cfg(feature = "private-key-jwt")]
             Credential::PrivateKeyJwt(_) => ClientAuthMethod::PrivateKeyJwt,
             #[cfg(feature = "private-key-jwt")]
@@ -315,7 +360,7 @@ impl ClientAuth {
                 form.append_pair("client_id", &self.client_id);
                 form.append_pair("client_secret", secret.secret());
             }
-            Credential::None => {
+            Credential::None | Credential::Tls(_) => {
                 form.append_pair("client_id", &self.client_id);
             }
             #[cfg(feature = "private-key-jwt")]

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::endpoint::TokenEndpoint;
-use super::grant::{GrantCore, Primary, grant_handle};
+use super::grant::{FormGrant, GrantCore, GrantForm, Primary, grant_handle};
+use crate::Error;
+use crate::source::BoxFuture;
 
 /// A [`TokenSource`](crate::TokenSource) for the client credentials grant.
 ///
@@ -49,7 +51,7 @@ impl ClientCredentialsGrant {
         ClientCredentialsGrant {
             core: Arc::new(GrantCore::new(
                 endpoint,
-                Some(Primary::ClientCredentials),
+                Some(Primary::form(ClientCredentials)),
                 None,
             )),
         }
@@ -66,3 +68,16 @@ impl ClientCredentialsGrant {
 }
 
 grant_handle!(ClientCredentialsGrant);
+
+/// `grant_type=client_credentials`.
+struct ClientCredentials;
+
+impl FormGrant for ClientCredentials {
+    fn name(&self) -> &'static str {
+        "client_credentials"
+    }
+
+    fn form(&self) -> BoxFuture<'_, Result<GrantForm, Error>> {
+        Box::pin(std::future::ready(Ok(GrantForm::new("client_credentials"))))
+    }
+}

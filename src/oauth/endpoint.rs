@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::client_auth::ClientAuth;
 use super::response;
-use super::transport::{ServiceTransport, Transport};
+use super::transport::{ServiceTransport, Tls, Transport};
 use crate::{BoxError, ConfigError, Error, Token};
 
 /// Default cap on a token response body: 64 KiB. Real token responses are a
@@ -211,7 +211,7 @@ impl TokenEndpoint {
             max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             allow_insecure_http: false,
             transport: None,
-            root_certificates: Vec::new(),
+            tls: Tls::default(),
             #[cfg(feature = "dpop")]
             dpop: None,
         }
@@ -390,17 +390,17 @@ impl TokenEndpoint {
         &self,
         request: Request<Full<Bytes>>,
         secrets: &[String],
-        fields: &[(&'static str, String)],
+        reading: response::Reading<'_>,
     ) -> Result<Token, Error> {
         #[cfg(feature = "dpop")]
         if let Some(dpop) = &self.inner.dpop {
             return self
-                .exchange_with_dpop(dpop, request, secrets, fields)
+                .exchange_with_dpop(dpop, request, secrets, reading)
                 .await;
         }
         let response = self.send(request).await?;
         let (parts, body) = response.into_parts();
-        let token = response::parse(parts.status, &parts.headers, &body, secrets, fields)?;
+        let token = response::parse(parts.status, &parts.headers, &body, secrets, reading)?;
         if *token.token_type() == crate::TokenType::DPoP {
             return Err(Error::invalid_response(
                 "the token endpoint issued a DPoP-bound token, and this endpoint has no DPoP key",
@@ -429,7 +429,7 @@ impl TokenEndpoint {
         dpop: &crate::dpop::Dpop,
         request: Request<Full<Bytes>>,
         secrets: &[String],
-        fields: &[(&'static str, String)],
+        reading: response::Reading<'_>,
     ) -> Result<Token, Error> {
         use http_body_util::BodyExt as _;
 
@@ -455,7 +455,7 @@ impl TokenEndpoint {
                 &response.headers,
                 &body_bytes,
                 secrets,
-                fields,
+                reading,
             ) {
                 Err(error) if !nonce_retried && new_nonce && is_use_dpop_nonce(&error) => {
                     tracing::debug!(
@@ -555,8 +555,8 @@ pub struct TokenEndpointBuilder {
     transport: Option<Arc<dyn Transport>>,
     #[cfg(feature = "dpop")]
     dpop: Option<crate::dpop::Dpop>,
-    /// PEM documents with extra trust anchors for the built-in transport.
-    root_certificates: Vec<Vec<u8>>,
+    /// TLS settings of the built-in transport.
+    tls: Tls,
 }
 
 impl TokenEndpointBuilder {
@@ -665,7 +665,20 @@ impl TokenEndpointBuilder {
     #[cfg(feature = "https")]
     #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.root_certificates.push(pem.as_ref().to_vec());
+        self.tls.roots.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// The certificate the built-in transport presents to the token
+    /// endpoint (feature `https`), for
+    /// [`ClientAuth::tls_client_auth`](super::ClientAuth::tls_client_auth)
+    /// and [`ClientAuth::self_signed_tls_client_auth`](super::ClientAuth::self_signed_tls_client_auth)
+    /// (RFC 8705). See [`ClientCertificate`](super::ClientCertificate),
+    /// which can be replaced while the endpoint is in use.
+    #[cfg(feature = "https")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
+    pub fn client_certificate(mut self, certificate: super::ClientCertificate) -> Self {
+        self.tls.client_certificate = Some(certificate);
         self
     }
 
@@ -748,15 +761,36 @@ impl TokenEndpointBuilder {
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConfigError::new("the timeout must not be zero"));
         }
+        let mutual_tls = matches!(
+            self.client_auth.method(),
+            super::ClientAuthMethod::TlsClientAuth
+                | super::ClientAuthMethod::SelfSignedTlsClientAuth
+        );
+        if self.tls.has_client_certificate() && !mutual_tls {
+            return Err(ConfigError::new(
+                "a client certificate goes with ClientAuth::tls_client_auth or \
+                 self_signed_tls_client_auth",
+            ));
+        }
         let transport = match self.transport {
-            Some(_) if !self.root_certificates.is_empty() => {
+            Some(_) if self.tls.is_set() => {
                 return Err(ConfigError::new(
-                    "root certificates apply to the built-in transport only; \
+                    "root and client certificates apply to the built-in transport only; \
                      configure TLS in the custom transport",
                 ));
             }
             Some(transport) => transport,
-            None => default_transport(https, &self.root_certificates)?,
+            None if mutual_tls && !self.tls.has_client_certificate() => {
+                return Err(ConfigError::new(
+                    "tls_client_auth needs a client certificate: \
+                     TokenEndpointBuilder::client_certificate (feature `https`), \
+                     or a custom transport that presents one",
+                ));
+            }
+            None if mutual_tls && !https => {
+                return Err(ConfigError::new("tls_client_auth needs an https token URL"));
+            }
+            None => default_transport(https, &self.tls)?,
         };
         Ok(TokenEndpoint {
             inner: Arc::new(Inner {
@@ -795,18 +829,19 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("max_response_size", &self.max_response_size)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("custom_transport", &self.transport.is_some())
-            .field("root_certificates", &self.root_certificates.len())
+            .field("root_certificates", &self.tls.roots.len())
+            .field("client_certificate", &self.tls.has_client_certificate())
             .finish()
     }
 }
 
 #[cfg(feature = "hyper-client")]
-fn default_transport(https: bool, roots: &[Vec<u8>]) -> Result<Arc<dyn Transport>, ConfigError> {
-    super::hyper_client::default_transport(https, roots)
+fn default_transport(https: bool, tls: &Tls) -> Result<Arc<dyn Transport>, ConfigError> {
+    super::hyper_client::default_transport(https, tls)
 }
 
 #[cfg(not(feature = "hyper-client"))]
-fn default_transport(_https: bool, _roots: &[Vec<u8>]) -> Result<Arc<dyn Transport>, ConfigError> {
+fn default_transport(_https: bool, _tls: &Tls) -> Result<Arc<dyn Transport>, ConfigError> {
     Err(ConfigError::new(
         "no transport: enable the `https` feature or set one with `transport`",
     ))

@@ -1,6 +1,11 @@
 //! What every grant shares: the primary grant, the refresh token it keeps,
 //! and the rules for using and replacing it, documented in the module
 //! documentation of `oauth` ("Refresh tokens (B5)").
+//!
+//! Each grant is a file of its own (`client_credentials.rs`,
+//! `password.rs`, `jwt_bearer.rs`, `token_exchange.rs`, …) that implements
+//! [`FormGrant`] and wraps a [`GrantCore`]; this file depends on none of
+//! them.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -10,13 +15,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::sync::Arc;
 
 use super::endpoint::{RequestBody, Scope, TokenEndpoint};
-use crate::token::secret_newtype;
+use super::response::Reading;
+use crate::source::BoxFuture;
 use crate::{Error, OAuthErrorCode, RefreshToken, Token};
-
-secret_newtype!(
-    /// A resource owner's password (RFC 6749 §4.3).
-    Password
-);
 
 /// How many spent refresh tokens a grant remembers, to never send one
 /// again. The cache's `previous` token is at most one rotation behind the
@@ -68,16 +69,66 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The members of one token request that a grant contributes
+/// (`grant_type` first), and the secrets among their values (scrubbed from
+/// anything an error quotes).
+#[derive(Default)]
+pub(crate) struct GrantForm {
+    pub(crate) members: Vec<(&'static str, String)>,
+    pub(crate) secrets: Vec<String>,
+}
+
+impl GrantForm {
+    /// A form that starts with `grant_type`.
+    pub(crate) fn new(grant_type: &str) -> GrantForm {
+        GrantForm {
+            members: vec![("grant_type", grant_type.to_owned())],
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Adds a member.
+    pub(crate) fn member(mut self, name: &'static str, value: impl Into<String>) -> GrantForm {
+        self.members.push((name, value.into()));
+        self
+    }
+
+    /// Adds a member whose value is a secret.
+    pub(crate) fn secret(mut self, name: &'static str, value: &str) -> GrantForm {
+        super::client_auth::push_forms(&mut self.secrets, value);
+        self.members.push((name, value.to_owned()));
+        self
+    }
+}
+
+/// A grant that gets a token without a refresh token, with a form: one
+/// per grant file.
+pub(crate) trait FormGrant: Send + Sync + 'static {
+    /// The grant's name in logs (its `grant_type`, shortened).
+    fn name(&self) -> &'static str;
+
+    /// The form of one request. Asynchronous: a grant may read a file or
+    /// wait for another cache's token.
+    fn form(&self) -> BoxFuture<'_, Result<GrantForm, Error>>;
+
+    /// The user whose token this is, for store keys.
+    fn user(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the endpoint may answer with `token_type` `N_A` (RFC 8693
+    /// §2.2.1): only for a token exchange that asked for a token that is
+    /// not an access token.
+    fn accepts_not_applicable(&self) -> bool {
+        false
+    }
+}
+
 /// The grant that gets a token without a refresh token.
 #[derive(Clone)]
 pub(crate) enum Primary {
-    /// `grant_type=client_credentials` (RFC 6749 §4.4).
-    ClientCredentials,
-    /// `grant_type=password` (RFC 6749 §4.3).
-    Password {
-        username: String,
-        password: Password,
-    },
+    /// A grant with a form, defined in its own file.
+    Form(Arc<dyn FormGrant>),
     /// A custom endpoint's login: a body of the user's making.
     Login(RequestBody),
 }
@@ -85,10 +136,14 @@ pub(crate) enum Primary {
 impl Primary {
     fn name(&self) -> &'static str {
         match self {
-            Primary::ClientCredentials => "client_credentials",
-            Primary::Password { .. } => "password",
+            Primary::Form(grant) => grant.name(),
             Primary::Login(_) => "login",
         }
+    }
+
+    /// A form grant's primary.
+    pub(crate) fn form(grant: impl FormGrant) -> Primary {
+        Primary::Form(Arc::new(grant))
     }
 }
 
@@ -194,12 +249,17 @@ impl GrantCore {
         &self.endpoint
     }
 
-    /// The user of a password grant.
+    /// The user whose token this is, if the primary grant names one.
     pub(crate) fn username(&self) -> Option<&str> {
         match &self.primary {
-            Some(Primary::Password { username, .. }) => Some(username),
+            Some(Primary::Form(grant)) => grant.user(),
             _ => None,
         }
+    }
+
+    /// Whether a response may carry `token_type` `N_A`.
+    fn accepts_not_applicable(&self) -> bool {
+        matches!(&self.primary, Some(Primary::Form(grant)) if grant.accepts_not_applicable())
     }
 
     fn lock(&self) -> MutexGuard<'_, RefreshState> {
@@ -322,11 +382,15 @@ impl GrantCore {
                     .is_some_and(|s| s.as_u16() == 400 || s.as_u16() == 401)
     }
 
-    /// Response fields the endpoint names otherwise.
-    fn fields(&self) -> &[(&'static str, String)] {
-        match &self.requests {
-            Requests::Standard => &[],
-            Requests::Custom { fields, .. } => fields,
+    /// How responses are read: fields the endpoint names otherwise, and
+    /// whether `N_A` tokens are accepted.
+    fn reading(&self) -> Reading<'_> {
+        Reading {
+            fields: match &self.requests {
+                Requests::Standard => &[],
+                Requests::Custom { fields, .. } => fields,
+            },
+            not_applicable: self.accepts_not_applicable(),
         }
     }
 
@@ -352,10 +416,11 @@ impl GrantCore {
         };
         bump(&self.counters.requests);
         bump(&self.counters.refreshes);
+        tracing::Span::current().record("grant", "refresh_token");
         tracing::debug!(grant = "refresh_token", "token request");
         let token = self
             .endpoint
-            .exchange(request, &secrets, self.fields())
+            .exchange(request, &secrets, self.reading())
             .await?;
 
         let mut state = self.lock();
@@ -384,22 +449,16 @@ impl GrantCore {
         let mut secrets = Vec::new();
         self.endpoint.secret_forms(&mut secrets);
         let request = match primary {
-            Primary::ClientCredentials => self.endpoint.request(
-                &[("grant_type", "client_credentials")],
-                Scope::Configured,
-                &mut secrets,
-            )?,
-            Primary::Password { username, password } => {
-                super::client_auth::push_forms(&mut secrets, password.secret());
-                self.endpoint.request(
-                    &[
-                        ("grant_type", "password"),
-                        ("username", username),
-                        ("password", password.secret()),
-                    ],
-                    Scope::Configured,
-                    &mut secrets,
-                )?
+            Primary::Form(grant) => {
+                let form = grant.form().await?;
+                secrets.extend(form.secrets);
+                let members: Vec<(&str, &str)> = form
+                    .members
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_str()))
+                    .collect();
+                self.endpoint
+                    .request(&members, Scope::Configured, &mut secrets)?
             }
             Primary::Login(body) => self.endpoint.custom_request(body, &mut secrets)?,
         };
@@ -408,10 +467,11 @@ impl GrantCore {
         if std::mem::take(&mut self.lock().fallback_due) {
             bump(&self.counters.fallbacks);
         }
+        tracing::Span::current().record("grant", primary.name());
         tracing::debug!(grant = primary.name(), "token request");
         let token = self
             .endpoint
-            .exchange(request, &secrets, self.fields())
+            .exchange(request, &secrets, self.reading())
             .await?;
 
         let mut state = self.lock();

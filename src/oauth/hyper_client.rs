@@ -29,7 +29,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// it, only plain HTTP, and an `https` endpoint is a configuration error.
 pub(crate) fn default_transport(
     https: bool,
-    extra_roots: &[Vec<u8>],
+    tls: &super::transport::Tls,
 ) -> Result<Arc<dyn Transport>, ConfigError> {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
@@ -40,7 +40,7 @@ pub(crate) fn default_transport(
     {
         let _ = https;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(extra_roots)?)
+            .with_tls_config(tls_config(tls)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -51,7 +51,7 @@ pub(crate) fn default_transport(
 
     #[cfg(not(feature = "https"))]
     {
-        let _ = extra_roots;
+        let _ = tls;
         if https {
             return Err(ConfigError::new(
                 "an https token endpoint needs the `https` feature or a custom transport",
@@ -62,16 +62,17 @@ pub(crate) fn default_transport(
     }
 }
 
-/// rustls with the ring provider, its safe default protocol versions, and
-/// the webpki roots plus the certificates of each PEM in `extra_roots`.
+/// rustls with the ring provider, its safe default protocol versions, the
+/// webpki roots plus the certificates of each PEM in `tls.roots`, and the
+/// client certificate, if any.
 #[cfg(feature = "https")]
-fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, ConfigError> {
+fn tls_config(tls: &super::transport::Tls) -> Result<rustls::ClientConfig, ConfigError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for pem in extra_roots {
+    for pem in &tls.roots {
         let mut found = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| {
@@ -89,9 +90,21 @@ fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, ConfigErr
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new(format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    Ok(match &tls.client_certificate {
+        Some(certificate) => {
+            let mut config = config.with_client_cert_resolver(certificate.resolver());
+            // A resumed TLS session carries the identity of the handshake
+            // it resumes: after `replace_pem`, the server would still see
+            // the old certificate. A token endpoint sees a few connections
+            // an hour; a full handshake each time costs nothing worth
+            // keeping.
+            config.resumption = rustls::client::Resumption::disabled();
+            config
+        }
+        None => config.with_no_client_auth(),
+    })
 }

@@ -1,6 +1,8 @@
 //! Standard OAuth2 token endpoints (RFC 6749) as [`TokenSource`](crate::TokenSource)s:
-//! the client credentials, password and refresh token grants, client
-//! authentication, and RFC 6749 responses and errors.
+//! the client credentials, password and refresh token grants, the
+//! JWT-bearer grant (RFC 7523) and token exchange (RFC 8693) for workloads
+//! without secrets and for delegation, client authentication, and RFC 6749
+//! responses and errors.
 //!
 //! # Example
 //!
@@ -31,6 +33,7 @@
 //!     .layer(AuthLayer::new(cache))
 //!     .service(client);
 //! let response = api
+//!     .clone() // `api` (and its cache) outlives the call: a 401's retry needs the cache
 //!     .oneshot(http::Request::get("http://api.example/v1/things").body(Full::default())?)
 //!     .await?;
 //! println!("{} after {} token request(s)", response.status(), grant.stats().requests);
@@ -46,12 +49,22 @@
 //! * Grants: [`ClientCredentialsGrant`], [`PasswordGrant`],
 //!   [`RefreshTokenGrant`], and [`CustomGrant`] for an endpoint whose
 //!   requests are its own (a JSON login, say) but whose tokens follow the
-//!   same rules. Each makes *one* attempt per call; the
+//!   same rules. For workloads: [`JwtBearerGrant`] (a JWT as the grant:
+//!   a Kubernetes service-account token, a CI OIDC token, or one signed
+//!   here) and [`TokenExchangeGrant`] (a token for the next audience in
+//!   exchange for one held, another cache's included). Each makes *one*
+//!   attempt per call; the
 //!   [`TokenCache`](crate::TokenCache) retries, with backoff, what is
 //!   transient (B4). Refresh tokens are used, rotated and kept as B5 says
 //!   (see [`GrantStats`] for the counters).
+//! * [`SecurityTokenSource`]: where those two get the token they present:
+//!   a fixed [`SecurityToken`], a [`TokenFile`] the platform rotates,
+//!   another [`TokenCache`](crate::TokenCache), a closure.
 //! * [`parse_token_response`]: the RFC 6749 §5.1/§5.2 parser the grants use,
 //!   for custom sources.
+//!
+//! Each grant is a file of its own over one shared core (the refresh-token
+//! rules below), and nothing in the core depends on a grant.
 //!
 //! # Refresh tokens (B5)
 //!
@@ -88,15 +101,16 @@
 //! | no response in time | [`Timeout`](crate::ErrorKind::Timeout) | yes |
 //! | 5xx, 408, 429 (honouring `Retry-After`) | [`Status`](crate::ErrorKind::Status) or [`OAuth`](crate::ErrorKind::OAuth) | yes |
 //! | `temporarily_unavailable`, `server_error` | [`OAuth`](crate::ErrorKind::OAuth) | yes |
-//! | `invalid_client`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, `invalid_request`, `invalid_target` | [`OAuth`](crate::ErrorKind::OAuth) | no |
+//! | `invalid_client`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, `invalid_request`, `invalid_target`, `unsupported_token_type` | [`OAuth`](crate::ErrorKind::OAuth) | no |
+//! | a [`SecurityTokenSource`] without a token (an unreadable [`TokenFile`]) | as it says ([`TokenFile`]: transient) | if transient |
 //! | 3xx (redirects are not followed), other 4xx | [`Status`](crate::ErrorKind::Status) | no |
 //! | not JSON, no `access_token`, token type not bearer | [`InvalidResponse`](crate::ErrorKind::InvalidResponse) | no |
 //! | body over the size cap | [`ResponseTooLarge`](crate::ErrorKind::ResponseTooLarge) | no |
 //!
 //! # Secrets (B8)
 //!
-//! [`ClientSecret`], [`Password`] and [`RefreshToken`](crate::RefreshToken)
-//! print as `[redacted]`; no `Debug` output of this module shows a secret,
+//! [`ClientSecret`], [`Password`], [`SecurityToken`] and
+//! [`RefreshToken`](crate::RefreshToken) print as `[redacted]`; no `Debug` output of this module shows a secret,
 //! and error messages quote neither request nor response bodies, only a
 //! short excerpt of an error page scrubbed of the request's secrets.
 //!
@@ -104,7 +118,8 @@
 //!
 //! The grants, the parser and the [`Transport`](transport::Transport) trait
 //! need no feature; `private_key_jwt` client authentication
-//! (`ClientAssertionKey`) needs `private-key-jwt`. The built-in transport needs `hyper-client` (plain
+//! (`ClientAssertionKey`) and JWT-bearer assertions signed here need
+//! `private-key-jwt`. The built-in transport needs `hyper-client` (plain
 //! HTTP) or `https` (default: rustls with the ring provider and the webpki
 //! roots); without it, set one with
 //! [`TokenEndpointBuilder::transport`].
@@ -112,27 +127,41 @@
 #[cfg(feature = "private-key-jwt")]
 mod assertion;
 mod client_auth;
+#[cfg(feature = "https")]
+mod client_certificate;
 mod client_credentials;
 mod custom;
 mod endpoint;
 mod grant;
 #[cfg(feature = "hyper-client")]
 mod hyper_client;
+mod jwt_bearer;
 mod password;
 mod refresh_token;
 mod response;
+pub mod security_token;
+pub mod token_exchange;
+mod token_file;
 pub mod transport;
 
 #[cfg(feature = "private-key-jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
 pub use self::assertion::{ASSERTION_LIFETIME, ClientAssertionKey};
 pub use self::client_auth::{ClientAuth, ClientAuthMethod, ClientSecret};
+#[cfg(feature = "https")]
+#[cfg_attr(docsrs, doc(cfg(feature = "https")))]
+pub use self::client_certificate::ClientCertificate;
 pub use self::client_credentials::ClientCredentialsGrant;
 pub use self::custom::{CustomGrant, CustomGrantBuilder};
 pub use self::endpoint::{
     DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_TIMEOUT, RequestBody, TokenEndpoint, TokenEndpointBuilder,
 };
-pub use self::grant::{GrantStats, Password};
-pub use self::password::PasswordGrant;
+pub use self::grant::GrantStats;
+pub use self::jwt_bearer::{JWT_BEARER, JwtBearerGrant};
+pub use self::password::{Password, PasswordGrant};
 pub use self::refresh_token::RefreshTokenGrant;
+pub(crate) use self::response::NOT_APPLICABLE;
 pub use self::response::{MAX_EXPIRES_IN, parse_token_response};
+pub use self::security_token::{SecurityToken, SecurityTokenSource};
+pub use self::token_exchange::{TOKEN_EXCHANGE, TokenExchangeGrant};
+pub use self::token_file::{DEFAULT_TOKEN_FILE_INTERVAL, TokenFile};

@@ -3,7 +3,15 @@
 use std::sync::Arc;
 
 use super::endpoint::TokenEndpoint;
-use super::grant::{GrantCore, Password, Primary, grant_handle};
+use super::grant::{FormGrant, GrantCore, GrantForm, Primary, grant_handle};
+use crate::Error;
+use crate::source::BoxFuture;
+use crate::token::secret_newtype;
+
+secret_newtype!(
+    /// A resource owner's password (RFC 6749 §4.3).
+    Password
+);
 
 /// A [`TokenSource`](crate::TokenSource) for the password grant.
 ///
@@ -54,10 +62,10 @@ impl PasswordGrant {
         PasswordGrant {
             core: Arc::new(GrantCore::new(
                 endpoint,
-                Some(Primary::Password {
+                Some(Primary::form(Credentials {
                     username: username.into(),
                     password: password.into(),
-                }),
+                })),
                 None,
             )),
         }
@@ -77,3 +85,26 @@ impl PasswordGrant {
 }
 
 grant_handle!(PasswordGrant);
+
+/// `grant_type=password` with the user's name and password.
+struct Credentials {
+    username: String,
+    password: Password,
+}
+
+impl FormGrant for Credentials {
+    fn name(&self) -> &'static str {
+        "password"
+    }
+
+    fn form(&self) -> BoxFuture<'_, Result<GrantForm, Error>> {
+        let form = GrantForm::new("password")
+            .member("username", self.username.clone())
+            .secret("password", self.password.secret());
+        Box::pin(std::future::ready(Ok(form)))
+    }
+
+    fn user(&self) -> Option<&str> {
+        Some(&self.username)
+    }
+}

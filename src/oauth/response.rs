@@ -104,21 +104,32 @@ pub fn parse_token_response(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Token, Error> {
-    parse(status, headers, body, &[], &[])
+    parse(status, headers, body, &[], Reading::default())
 }
 
-/// [`parse_token_response`], scrubbing `secrets` from anything quoted, with
-/// the response's fields named `fields[i].1` read as `fields[i].0`.
+/// How a grant reads its responses.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reading<'a> {
+    /// The response's fields named `fields[i].1` are read as `fields[i].0`
+    /// (custom endpoints).
+    pub(crate) fields: &'a [(&'static str, String)],
+    /// `token_type` `N_A` (RFC 8693 §2.2.1) is accepted: a token exchange
+    /// that asked for a token that is not an access token.
+    pub(crate) not_applicable: bool,
+}
+
+/// [`parse_token_response`], scrubbing `secrets` from anything quoted, read
+/// as `reading` says.
 pub(crate) fn parse(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
     secrets: &[String],
-    fields: &[(&'static str, String)],
+    reading: Reading<'_>,
 ) -> Result<Token, Error> {
     let object = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut object)) => {
-            for (standard, theirs) in fields {
+            for (standard, theirs) in reading.fields {
                 let value = object.remove(theirs.as_str());
                 object.remove(*standard);
                 if let Some(value) = value {
@@ -153,7 +164,7 @@ pub(crate) fn parse(
         return Err(with_retry_after(Error::status(status, Some(what))));
     }
     match object {
-        Some(object) => success(object),
+        Some(object) => success(object, reading.not_applicable),
         // B8: a 2xx body is where tokens travel (a form-encoded or
         // truncated token response, say): describe it, never quote it.
         None => Err(Error::invalid_response(format!(
@@ -164,7 +175,7 @@ pub(crate) fn parse(
 }
 
 /// A §5.1 success response.
-fn success(mut object: Map<String, Value>) -> Result<Token, Error> {
+fn success(mut object: Map<String, Value>, not_applicable: bool) -> Result<Token, Error> {
     let access_token = match object.remove("access_token") {
         Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::String(_)) => return Err(Error::invalid_response("the access_token is empty")),
@@ -180,6 +191,12 @@ fn success(mut object: Map<String, Value>) -> Result<Token, Error> {
             // Sent only with a proof from the key it is bound to: the
             // cache refuses it when there is none.
             TokenType::DPoP => TokenType::DPoP,
+            // RFC 8693 §2.2.1: the issued token is not an access token
+            // (an ID token, a SAML assertion). Accepted only when asked
+            // for; the cache never sends it in a header.
+            TokenType::Other(other) if not_applicable && other == NOT_APPLICABLE => {
+                TokenType::Other(other)
+            }
             _ => {
                 return Err(Error::invalid_response(format!(
                     "unsupported token type \"{}\"",
@@ -234,6 +251,10 @@ fn success(mut object: Map<String, Value>) -> Result<Token, Error> {
     }
     Ok(token.with_extra(object))
 }
+
+/// The `token_type` of a token exchange's answer that is not an access
+/// token (RFC 8693 §2.2.1).
+pub(crate) const NOT_APPLICABLE: &str = "N_A";
 
 /// `expires_in` as a JSON number: zero or negative is "do not reuse",
 /// anything above [`MAX_EXPIRES_IN`] is capped.
@@ -705,7 +726,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
         let page = b"<title>bad secret hunter2</title>";
-        let err = parse(StatusCode::BAD_GATEWAY, &headers, page, &secrets, &[]).unwrap_err();
+        let err = parse(
+            StatusCode::BAD_GATEWAY,
+            &headers,
+            page,
+            &secrets,
+            Reading::default(),
+        )
+        .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("[redacted]"), "{err}");
 
@@ -716,7 +744,7 @@ mod tests {
             &HeaderMap::new(),
             body,
             &secrets,
-            &[],
+            Reading::default(),
         )
         .unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
@@ -758,7 +786,7 @@ mod tests {
             &headers,
             page.as_bytes(),
             &[secret],
-            &[],
+            Reading::default(),
         )
         .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
@@ -770,7 +798,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
         let page = b"<title>bad s3cr3t&amp;amp=eq&lt;x&#62;</title>";
-        let err = parse(StatusCode::FORBIDDEN, &headers, page, &secrets, &[]).unwrap_err();
+        let err = parse(
+            StatusCode::FORBIDDEN,
+            &headers,
+            page,
+            &secrets,
+            Reading::default(),
+        )
+        .unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
         assert!(err.to_string().contains("\"bad [redacted]\""), "{err}");
     }

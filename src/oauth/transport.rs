@@ -231,6 +231,34 @@ where
     Ok(Response::from_parts(parts, buf.freeze()))
 }
 
+/// TLS settings of the built-in transport.
+#[derive(Default)]
+pub(crate) struct Tls {
+    /// PEM documents with extra trust anchors.
+    pub(crate) roots: Vec<Vec<u8>>,
+    /// The certificate to present, for mutual TLS.
+    #[cfg(feature = "https")]
+    pub(crate) client_certificate: Option<super::ClientCertificate>,
+}
+
+impl Tls {
+    pub(crate) fn is_set(&self) -> bool {
+        #[cfg(feature = "https")]
+        if self.client_certificate.is_some() {
+            return true;
+        }
+        !self.roots.is_empty()
+    }
+
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        #[cfg(feature = "https")]
+        if self.client_certificate.is_some() {
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;

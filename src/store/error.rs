@@ -34,6 +34,7 @@ enum Kind {
     Unavailable,
     Corrupt,
     UnknownVersion,
+    Undecryptable,
 }
 
 impl StoreError {
@@ -67,6 +68,20 @@ impl StoreError {
         }
     }
 
+    /// What the store holds is encrypted, and does not decrypt here: a key
+    /// id this store was not given, a wrong key, no keys at all, or an
+    /// entry damaged or copied from another store key. Like an
+    /// [`unknown_version`](Self::unknown_version), such an entry is another
+    /// writer's, and the stores leave it as it is. `why` says which, never
+    /// quoting a key.
+    pub fn undecryptable(why: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: Kind::Undecryptable,
+            message: why.into().into(),
+            source: None,
+        }
+    }
+
     /// `true` for [`unavailable`](Self::unavailable) errors.
     pub fn is_unavailable(&self) -> bool {
         self.kind == Kind::Unavailable
@@ -80,6 +95,19 @@ impl StoreError {
     /// `true` for an [`unknown_version`](Self::unknown_version).
     pub fn is_unknown_version(&self) -> bool {
         self.kind == Kind::UnknownVersion
+    }
+
+    /// `true` for an entry that is [`undecryptable`](Self::undecryptable)
+    /// here.
+    pub fn is_undecryptable(&self) -> bool {
+        self.kind == Kind::Undecryptable
+    }
+
+    /// An entry this build must leave as it is: of an unknown version, or
+    /// undecryptable. Its writer (a newer build, a replica with other
+    /// keys) may hold the newest refresh token in it.
+    pub(crate) fn is_anothers(&self) -> bool {
+        matches!(self.kind, Kind::UnknownVersion | Kind::Undecryptable)
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
+use super::codec::Codec;
 use super::lock::unique_value;
 use super::{HeldLock, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
 use crate::source::BoxFuture;
@@ -43,8 +44,9 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 ///   (mode 0600), flushes it to disk (`fsync`), renames it over the file and
 ///   flushes the folder. A reader sees the old file or the new one, never a
 ///   torn one, whatever process writes and whenever it dies.
-/// * **Private.** The file holds tokens in clear text and is created with
-///   mode 0600 (owner only) in a folder created with mode 0700 if missing.
+/// * **Private.** The file holds tokens, in clear text unless the store is
+///   `encrypted` (below), and is created with mode 0600 (owner only) in a
+///   folder created with mode 0700 if missing.
 ///   A load warns when the file is readable by others. Keep it in a folder
 ///   only its owner can write: whoever can write the folder can replace the
 ///   file. The store never creates or opens its lock and temporary files
@@ -63,6 +65,11 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 ///   replaced: a load reports it ([`StoreError::is_unknown_version`]) and
 ///   the cache carries on without the store for that token; a save fails
 ///   and leaves the file as it is.
+/// * **Encrypted, if you wish** (feature `store-encryption`): with
+///   `encrypted`, each entry is sealed with AES-256-GCM
+///   under a key you supply, and an entry this store cannot decrypt is
+///   treated like an entry of an unknown version: reported
+///   ([`StoreError::is_undecryptable`]), never replaced.
 /// * **Forgiving reads.** A corrupt or truncated file (or entry) is logged
 ///   at `warn` and treated as empty — never a panic, never an error for the
 ///   cache — and the next good token overwrites it.
@@ -117,6 +124,7 @@ pub struct FileStore {
     /// Saves of this store (and its clones) share one waiter for the
     /// write lock.
     write_lock: Arc<WriteLock>,
+    codec: Codec,
 }
 
 impl FileStore {
@@ -125,7 +133,32 @@ impl FileStore {
         FileStore {
             path: path.into().into(),
             write_lock: Arc::default(),
+            codec: Codec::default(),
         }
+    }
+
+    /// Encrypts the entries this store writes with `keys`, and decrypts
+    /// the entries it reads (feature `store-encryption`). Entries written
+    /// before (in clear text) are still read, and encrypted at their next
+    /// save. See [`EncryptionKeys`](super::EncryptionKeys).
+    ///
+    /// ```
+    /// use tower_bearer::store::{EncryptionKeys, FileStore};
+    ///
+    /// # fn main() -> Result<(), tower_bearer::ConfigError> {
+    /// # let key_from_your_secret_manager = [7u8; 32];
+    /// let store = FileStore::new("/var/lib/my-daemon/tokens.json")
+    ///     .encrypted(EncryptionKeys::new("2026-11", &key_from_your_secret_manager)?);
+    /// assert!(format!("{store:?}").contains("2026-11"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "store-encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "store-encryption")))]
+    #[must_use]
+    pub fn encrypted(mut self, keys: super::EncryptionKeys) -> FileStore {
+        self.codec = Codec::encrypted(keys);
+        self
     }
 
     /// The file's path.
@@ -150,8 +183,8 @@ impl TokenStore for FileStore {
         &'a self,
         key: &'a StoreKey,
     ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
-        let (path, key) = (self.path.clone(), key.clone());
-        Box::pin(blocking(move || load(&path, &key)))
+        let (path, key, codec) = (self.path.clone(), key.clone(), self.codec.clone());
+        Box::pin(blocking(move || load(&path, &key, &codec)))
     }
 
     fn save<'a>(
@@ -161,9 +194,10 @@ impl TokenStore for FileStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (path, lock, key) = (self.path.clone(), self.sibling(".lock"), key.clone());
         let write_lock = self.write_lock.clone();
-        let value = token.to_value();
+        let codec = self.codec.clone();
+        let token = token.clone();
         Box::pin(blocking(move || {
-            save(&path, &lock, &write_lock, &key, value)
+            save(&path, &lock, &write_lock, &key, &codec, &token)
         }))
     }
 
@@ -192,6 +226,7 @@ impl fmt::Debug for FileStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileStore")
             .field("path", &self.path)
+            .field("entries", &self.codec)
             .finish()
     }
 }
@@ -221,7 +256,7 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::unavailable(e)))
 }
 
-fn load(path: &Path, key: &StoreKey) -> Result<Option<StoredToken>, StoreError> {
+fn load(path: &Path, key: &StoreKey, codec: &Codec) -> Result<Option<StoredToken>, StoreError> {
     let Some(bytes) = read_file(path)? else {
         return Ok(None);
     };
@@ -248,17 +283,14 @@ fn load(path: &Path, key: &StoreKey) -> Result<Option<StoredToken>, StoreError> 
     let Some(entry) = file.tokens.get(key.as_str()) else {
         return Ok(None);
     };
-    let decoded = serde_json::from_str(entry.get())
-        .map_err(|_| StoreError::corrupt("the stored token is not valid JSON"))
-        .and_then(StoredToken::from_value);
-    match decoded {
+    match codec.decode(key, entry.get().as_bytes()) {
         Ok(token) => Ok(Some(token)),
-        Err(error) if error.is_unknown_version() => {
+        Err(error) if error.is_anothers() => {
             tracing::warn!(
                 path = %path.display(),
                 %key,
                 %error,
-                "a token in the token file has a version this build does not know; carrying on without it (it is left as it is)"
+                "a token in the token file is of a version this build does not know, or does not decrypt here; carrying on without it (it is left as it is)"
             );
             Err(error)
         }
@@ -279,7 +311,8 @@ fn save(
     lock_path: &Path,
     write_lock: &Arc<WriteLock>,
     key: &StoreKey,
-    value: serde_json::Value,
+    codec: &Codec,
+    token: &StoredToken,
 ) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
         create_private_dir(parent)?;
@@ -302,17 +335,16 @@ fn save(
             }
         },
     };
-    // A newer build's entry under this key: left as it is, and this save
+    // Another writer's entry under this key (a newer build's, or one
+    // encrypted with keys this store lacks): left as it is, and this save
     // fails. Every other entry is written back as it was read.
-    if let Some(version) = file
-        .tokens
-        .get(key.as_str())
-        .and_then(|entry| entry_version(entry))
-        .filter(|version| *version != u64::from(StoredToken::VERSION))
-    {
-        return Err(StoreError::unknown_version(version));
+    if let Some(entry) = file.tokens.get(key.as_str()) {
+        codec.replaceable(key, entry.get().as_bytes())?;
     }
-    let entry = serde_json::value::to_raw_value(&value).map_err(StoreError::unavailable)?;
+    let entry = String::from_utf8(codec.encode(key, token)?)
+        .ok()
+        .and_then(|json| RawValue::from_string(json).ok())
+        .ok_or_else(|| StoreError::unavailable("a token did not encode as JSON"))?;
     file.tokens.insert(key.as_str().to_owned(), entry);
     let mut bytes = file.to_bytes()?;
     bytes.push(b'\n');
@@ -487,17 +519,6 @@ impl TokenFile {
         members.insert("tokens", &tokens);
         serde_json::to_vec_pretty(&members).map_err(StoreError::unavailable)
     }
-}
-
-/// The `version` of a stored entry, if it has a numeric one.
-fn entry_version(entry: &RawValue) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Versioned {
-        version: Option<u64>,
-    }
-    serde_json::from_str::<Versioned>(entry.get())
-        .ok()
-        .and_then(|v| v.version)
 }
 
 /// A token file: [`StoreError::is_unknown_version`] for a file of another

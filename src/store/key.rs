@@ -19,6 +19,10 @@ const SCHEME: &str = "tower-bearer/store-key/v1";
 /// a configured scope is told from no scope.
 const OAUTH2_SCHEME_V2: &str = "tower-bearer/store-key/oauth2/v2";
 
+/// Domain separation of the keys of tokens made with request parameters
+/// ([`StoreKey::with_params`]).
+const PARAMS_SCHEME: &str = "tower-bearer/store-key/params/v1";
+
 /// Identifies a token in a [`TokenStore`](super::TokenStore): the SHA-256
 /// (lower-case hex, 64 characters) of what tells one token from another —
 /// token URL, client id, scopes, extra parameters such as `audience` and
@@ -156,6 +160,34 @@ impl StoreKey {
     /// configurations one key.
     pub fn first_scheme_for_user(endpoint: &TokenEndpoint, username: &str) -> StoreKey {
         StoreKey::new(v1_parts(endpoint, "user", Some(username)))
+    }
+
+    /// The key of the token made with `params` for the configuration this
+    /// key names: what a [variant](crate::TokenCache::variant) of a cache
+    /// with a store uses. Every parameter (the scope as a set, the
+    /// audience, each resource, the claims) is hashed on its own with
+    /// this key, so different parameters give different keys, and none is
+    /// this key.
+    ///
+    /// ```
+    /// use tower_bearer::store::StoreKey;
+    /// use tower_bearer::TokenParams;
+    ///
+    /// let key = StoreKey::new(["my-api"]);
+    /// let admin = key.with_params(&TokenParams::new().scope("api:admin api:read"));
+    /// assert_eq!(admin, key.with_params(&TokenParams::new().scope("api:read api:admin")));
+    /// assert_ne!(admin, key);
+    /// assert_ne!(
+    ///     key.with_params(&TokenParams::new().audience("x")),
+    ///     key.with_params(&TokenParams::new().resource("x")),
+    /// );
+    /// ```
+    pub fn with_params(&self, params: &crate::TokenParams) -> StoreKey {
+        let mut parts = vec![self.as_str().to_owned()];
+        parts.extend(params.key_parts());
+        let mut key = StoreKey::hashed(PARAMS_SCHEME, parts);
+        key.unusable = self.unusable;
+        key
     }
 
     /// This key, which replaces `previous`: when nothing is stored under

@@ -115,8 +115,9 @@
 //!
 //! Without the lock (the store is unreachable, or the holder took longer
 //! than [`store_wait`](crate::TokenCacheBuilder::store_wait)), and when the
-//! store holds an entry of a newer build for its key (a rolling upgrade:
-//! that entry has the newest refresh token, which this build cannot read),
+//! store holds an entry for its key that this cache cannot read (a newer
+//! build's, during a rolling upgrade, or one encrypted with a key this
+//! store was not given: that entry may have the newest refresh token),
 //! a cache never sends a refresh token the store may share: another replica may be
 //! sending the same one, and a server with reuse detection (oidc-provider,
 //! Okta, Auth0) then revokes the whole grant. Instead:
@@ -153,11 +154,15 @@
 //!
 //! # Security
 //!
-//! A store holds access and refresh tokens in clear text: that is its
-//! purpose. The [`FileStore`] creates its files with mode 0600 and warns
-//! about a file others can read; Redis must be one that only this
-//! application can reach (ACLs, TLS). Keys are hashes ([`StoreKey`]) and
-//! hold no secret; logs, errors and `Debug` output never show a token (B8).
+//! A store holds access and refresh tokens, in clear text unless you
+//! encrypt them (feature `store-encryption`: the file and Redis stores'
+//! `encrypted(EncryptionKeys)`, AES-256-GCM with keys you supply and can
+//! rotate; an entry that does not decrypt is never replaced, and the cache
+//! carries on without it by the outage rule above). The [`FileStore`]
+//! creates its files with mode 0600 and warns about a file others can
+//! read; Redis must be one that only this application can reach (ACLs,
+//! TLS). Keys are hashes ([`StoreKey`]) and hold no secret; logs, errors
+//! and `Debug` output never show a token or a key (B8).
 //!
 //! # Writing a store
 //!
@@ -167,6 +172,9 @@
 //! an error only when the store cannot be used now, and the cache will
 //! carry on alone.
 
+mod codec;
+#[cfg(feature = "store-encryption")]
+mod encryption;
 mod error;
 mod file;
 mod key;
@@ -181,6 +189,9 @@ use std::time::Duration;
 
 use crate::source::BoxFuture;
 
+#[cfg(feature = "store-encryption")]
+#[cfg_attr(docsrs, doc(cfg(feature = "store-encryption")))]
+pub use self::encryption::EncryptionKeys;
 pub use self::error::StoreError;
 pub use self::file::FileStore;
 pub use self::key::StoreKey;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::codec::{Codec, ENCRYPTED_VERSION, no_keys};
 use super::lock::unique_value;
 use super::{HeldLock, StoreError, StoreKey, StoreLock, StoredToken, TokenStore};
 use crate::source::BoxFuture;
@@ -25,17 +26,25 @@ pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 36
 /// means Redis is gone, and the cache then carries on alone.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Saves a token unless the key holds an entry of another format version
-/// (a newer build's, which this one must not replace): `OK`, or
-/// `version:<n>` when it left the entry as it was. A value that is not a
-/// JSON object with a numeric `version` (corrupt), or a key of another
-/// type, is replaced. With a second key (the lock) and a fourth argument
-/// (the holder's value), it saves only while that value holds the lock:
-/// `lost` otherwise.
+/// Saves the entry `ARGV[1]` for `ARGV[2]` ms under `KEYS[1]`: `OK`.
+///
+/// * With a second key (the lock), only while the holder's value
+///   `ARGV[4]` holds it: `lost` otherwise.
+/// * With a fifth argument (an encrypted store, which read the entry and
+///   decided it may replace it, as Lua cannot decrypt), only if the entry
+///   is still that value (`''`: none): `changed` otherwise.
+/// * Without it, unless the key holds an entry of another format version
+///   than `ARGV[3]` (a newer build's, or an encrypted one, which this
+///   store must not replace): `version:<n>` then.
+///
+/// A value that is not a JSON object with a numeric `version` (corrupt),
+/// or a key of another type, is replaced.
 const SAVE: &str = r"if #KEYS == 2 and redis.call('GET', KEYS[2]) ~= ARGV[4] then return 'lost' end
 local v = false
 if redis.call('TYPE', KEYS[1]).ok == 'string' then v = redis.call('GET', KEYS[1]) end
-if v then
+if #ARGV >= 5 then
+  if (v or '') ~= ARGV[5] then return 'changed' end
+elseif v then
   local ok, d = pcall(cjson.decode, v)
   if ok and type(d) == 'table' and type(d['version']) == 'number' and d['version'] ~= tonumber(ARGV[3]) then
     return 'version:' .. string.format('%d', d['version'])
@@ -43,6 +52,14 @@ if v then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 'OK'";
+
+/// The entry under `KEYS[1]`, if it holds a string (as [`SAVE`] sees it).
+const READ: &str = r"if redis.call('TYPE', KEYS[1]).ok == 'string' then return redis.call('GET', KEYS[1]) end
+return false";
+
+/// How often an encrypted store reads the entry and tries to replace it,
+/// when another writer changes it in between each time.
+const ENCRYPTED_SAVE_ATTEMPTS: usize = 3;
 
 /// Compare-and-delete: release the lock only if we still hold it.
 const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -78,6 +95,14 @@ const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 /// same way, and the cache carries on without the store for that token.
 /// A corrupt value is ignored and replaced by the next save.
 ///
+/// With `encrypted` (feature `store-encryption`), each
+/// entry is sealed with AES-256-GCM under a key you supply. Lua cannot
+/// decrypt, so an encrypted store's save reads the entry first, decides
+/// whether it may replace it (not when it does not decrypt with this
+/// store's keys: [`StoreError::is_undecryptable`]), and then replaces it in
+/// a script only if it is still the entry it read (a compare-and-set; it
+/// reads again, up to 3 times, when another writer was faster).
+///
 /// # Connection
 ///
 /// Commands go through a `redis` [`ConnectionManager`], created at the
@@ -95,7 +120,8 @@ const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 ///
 /// # Security
 ///
-/// Redis then holds access and refresh tokens in clear text. Use a Redis
+/// Redis then holds access and refresh tokens, in clear text unless the
+/// store is `encrypted`. Either way, use a Redis
 /// that only this application can reach, with ACLs (a user limited to the
 /// prefix: `~tower-bearer:*`) and TLS (a `rediss://` URL needs one of the
 /// `redis` crate's TLS features, enabled in your own `Cargo.toml`). The
@@ -136,6 +162,7 @@ struct Inner {
     prefix: String,
     refresh_token_ttl: Duration,
     timeout: Duration,
+    codec: Codec,
 }
 
 impl RedisStore {
@@ -159,6 +186,7 @@ impl RedisStore {
                 prefix: DEFAULT_KEY_PREFIX.to_owned(),
                 refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
                 timeout: DEFAULT_REDIS_TIMEOUT,
+                codec: Codec::default(),
             }),
         }
     }
@@ -186,6 +214,67 @@ impl RedisStore {
         self.configure(|inner| inner.timeout = timeout)
     }
 
+    /// Encrypts the entries this store writes with `keys`, and decrypts
+    /// the entries it reads (feature `store-encryption`). Entries written
+    /// before (in clear text) are still read, and encrypted at their next
+    /// save. See [`EncryptionKeys`](super::EncryptionKeys).
+    ///
+    /// ```
+    /// use tower_bearer::store::{EncryptionKeys, RedisStore};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (key_2026, key_2025) = ([7u8; 32], [5u8; 32]);
+    /// let store = RedisStore::new("redis://redis.internal:6379/0")?.encrypted(
+    ///     EncryptionKeys::new("2026", &key_2026)?.old_key("2025", &key_2025)?,
+    /// );
+    /// assert!(format!("{store:?}").contains("2025"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "store-encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "store-encryption")))]
+    #[must_use]
+    pub fn encrypted(self, keys: super::EncryptionKeys) -> RedisStore {
+        let codec = Codec::encrypted(keys);
+        self.configure(|inner| inner.codec = codec)
+    }
+
+    /// Saves `token` under `key`, fenced by `lock` (its key and the
+    /// holder's value) when given: `false` when the lock was lost.
+    async fn save_entry(
+        &self,
+        conn: &mut ConnectionManager,
+        key: &StoreKey,
+        token: &StoredToken,
+        lock: Option<(&str, &str)>,
+    ) -> Result<bool, StoreError> {
+        let inner = &*self.inner;
+        let token_key = self.token_key(key);
+        let ttl = ttl_of(token, inner.refresh_token_ttl);
+        let entry = inner.codec.encode(key, token)?;
+        if !inner.codec.is_encrypted() {
+            let save = save_command(&token_key, &entry, ttl, lock, None);
+            let (reply, _): (String, _) = query(conn, inner.timeout, &save).await?;
+            return saved(&reply);
+        }
+        let read = redis::cmd("EVAL").arg(READ).arg(1).arg(&token_key).clone();
+        for _ in 0..ENCRYPTED_SAVE_ATTEMPTS {
+            let (current, _): (Option<Vec<u8>>, _) = query(conn, inner.timeout, &read).await?;
+            let current = current.unwrap_or_default();
+            if !current.is_empty() {
+                inner.codec.replaceable(key, &current)?;
+            }
+            let save = save_command(&token_key, &entry, ttl, lock, Some(&current));
+            let (reply, _): (String, _) = query(conn, inner.timeout, &save).await?;
+            if reply != "changed" {
+                return saved(&reply);
+            }
+        }
+        Err(StoreError::unavailable(
+            "the stored token kept changing while this store saved",
+        ))
+    }
+
     fn configure(self, f: impl FnOnce(&mut Inner)) -> RedisStore {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             client: shared.client.clone(),
@@ -193,6 +282,7 @@ impl RedisStore {
             prefix: shared.prefix.clone(),
             refresh_token_ttl: shared.refresh_token_ttl,
             timeout: shared.timeout,
+            codec: shared.codec.clone(),
         });
         f(&mut inner);
         RedisStore {
@@ -248,13 +338,15 @@ fn ttl_of(token: &StoredToken, refresh_token_ttl: Duration) -> Duration {
     ttl.max(Duration::from_millis(1))
 }
 
-/// The [`SAVE`] script for `token` under `token_key`, fenced by `lock`
-/// (its key and the holder's value) when given.
+/// The [`SAVE`] script for `entry` under `token_key`, fenced by `lock`
+/// (its key and the holder's value) when given, and conditional on the
+/// entry being `expected` when given.
 fn save_command(
     token_key: &str,
-    token: &StoredToken,
+    entry: &[u8],
     ttl: Duration,
     lock: Option<(&str, &str)>,
+    expected: Option<&[u8]>,
 ) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(SAVE)
@@ -263,27 +355,26 @@ fn save_command(
     if let Some((lock_key, _)) = lock {
         cmd.arg(lock_key);
     }
-    cmd.arg(token.to_json())
+    cmd.arg(entry)
         .arg(millis(ttl))
-        .arg(StoredToken::VERSION);
-    if let Some((_, value)) = lock {
-        cmd.arg(value);
+        .arg(StoredToken::VERSION)
+        .arg(lock.map_or("", |(_, value)| value));
+    if let Some(expected) = expected {
+        cmd.arg(expected);
     }
     cmd
 }
 
 /// What the [`SAVE`] script answered: saved (`true`), the lock was lost
-/// (`false`), or an entry of another version was left as it was.
+/// (`false`), or another writer's entry was left as it was.
 fn saved(reply: &str) -> Result<bool, StoreError> {
     match reply {
         "OK" => Ok(true),
         "lost" => Ok(false),
-        other => Err(StoreError::unknown_version(
-            other
-                .strip_prefix("version:")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(u64::MAX),
-        )),
+        other => match other.strip_prefix("version:").and_then(|v| v.parse().ok()) {
+            Some(ENCRYPTED_VERSION) => Err(no_keys()),
+            version => Err(StoreError::unknown_version(version.unwrap_or(u64::MAX))),
+        },
     }
 }
 
@@ -359,13 +450,13 @@ impl TokenStore for RedisStore {
             let (bytes, _): (Option<Vec<u8>>, _) =
                 query(&mut conn, self.inner.timeout, &get).await?;
             let Some(bytes) = bytes else { return Ok(None) };
-            match StoredToken::from_json(&bytes) {
+            match self.inner.codec.decode(key, &bytes) {
                 Ok(token) => Ok(Some(token)),
-                Err(error) if error.is_unknown_version() => {
+                Err(error) if error.is_anothers() => {
                     tracing::warn!(
                         %key,
                         %error,
-                        "the token in Redis has a version this build does not know; carrying on without it (it is left as it is)"
+                        "the token in Redis is of a version this build does not know, or does not decrypt here; carrying on without it (it is left as it is)"
                     );
                     Err(error)
                 }
@@ -388,11 +479,7 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.connection()?;
-            let token_key = self.token_key(key);
-            let ttl = ttl_of(token, self.inner.refresh_token_ttl);
-            let save = save_command(&token_key, token, ttl, None);
-            let (reply, _): (String, _) = query(&mut conn, self.inner.timeout, &save).await?;
-            saved(&reply).map(drop)
+            self.save_entry(&mut conn, key, token, None).await.map(drop)
         })
     }
 
@@ -408,11 +495,8 @@ impl TokenStore for RedisStore {
         }
         let mut conn = lock.conn.clone();
         Some(Box::pin(async move {
-            let token_key = self.token_key(key);
-            let ttl = ttl_of(token, self.inner.refresh_token_ttl);
-            let save = save_command(&token_key, token, ttl, Some((&lock.key, &lock.value)));
-            let (reply, _): (String, _) = query(&mut conn, self.inner.timeout, &save).await?;
-            saved(&reply)
+            self.save_entry(&mut conn, key, token, Some((&lock.key, &lock.value)))
+                .await
         }))
     }
 
@@ -475,6 +559,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.inner.prefix)
             .field("refresh_token_ttl", &self.inner.refresh_token_ttl)
             .field("timeout", &self.inner.timeout)
+            .field("entries", &self.inner.codec)
             .finish()
     }
 }

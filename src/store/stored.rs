@@ -34,8 +34,9 @@ use crate::{AccessToken, RefreshToken, Token, TokenType};
 /// The JSON form holds the access and refresh tokens in clear text: that is
 /// its purpose. Keep it where only this program can read it (the
 /// [`FileStore`](super::FileStore) writes files with mode 0600; Redis must
-/// be trusted, see the [module documentation](super)). `Debug` redacts both
-/// (B8).
+/// be trusted, see the [module documentation](super)), or have the file
+/// and Redis stores encrypt it (feature `store-encryption`). `Debug`
+/// redacts both (B8).
 ///
 /// # Example
 ///
@@ -197,10 +198,6 @@ impl StoredToken {
             StoreError::corrupt("the stored token is missing a member or has one of the wrong type")
         })?;
         Self::from_wire(wire)
-    }
-
-    pub(crate) fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self.to_wire()).unwrap_or_default()
     }
 
     fn to_wire(&self) -> Wire {

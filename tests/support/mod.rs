@@ -4,6 +4,7 @@
 //! the real oidc-provider authorization server (`peer`).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod kit;
 pub mod peer;
 pub mod redis;
 pub mod rotating;

@@ -16,6 +16,9 @@
 // refused grant such as "refresh token is expired").
 
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
 import Provider, { errors } from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
 import { readKnobs } from './lib/knobs.mjs';
@@ -60,10 +63,9 @@ async function signingKeys() {
 }
 
 // ------------------------------------------------------------ client authentication
-// What the token endpoint accepts. More methods go here, e.g.
-// 'tls_client_auth' / 'self_signed_tls_client_auth' together with
-// features.mTLS below.
-const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'];
+// What the token endpoint accepts; the mTLS methods with MTLS_DIR only.
+const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none',
+  ...(knobs.mtlsDir ? ['tls_client_auth', 'self_signed_tls_client_auth'] : [])];
 
 // ------------------------------------------------------------ refresh token rotation
 // ROTATE_RT=policy leaves oidc-provider's default rotateRefreshToken function
@@ -72,10 +74,8 @@ const rotation = { always: { rotateRefreshToken: true }, never: { rotateRefreshT
 
 // ------------------------------------------------------------ oidc-provider features
 // Only what the tests use is on. oidc-provider 9.x can do more, each behind
-// its own entry here; a test that needs one turns it on and says so:
-//   mTLS:  { enabled: true, certificateBoundAccessTokens, tlsClientAuth,
-//            selfSignedTlsClientAuth, getCertificate }         RFC 8705 (needs a
-//            TLS terminator in front that passes the client certificate)
+// its own entry here; a test that needs one turns it on and says so (mTLS,
+// RFC 8705, is on with MTLS_DIR: see the HTTPS listener at the end).
 // Other grants (token exchange, JWT bearer) are registered like the password
 // grant: provider.registerGrantType(), see lib/password-grant.mjs.
 const features = {
@@ -88,6 +88,20 @@ const features = {
     ...(knobs.dpopNonce ? { nonceSecret: randomBytes(32), requireNonce: () => true } : {}),
   },
   revocation: { enabled: true },
+  // Mutual TLS (RFC 8705), with MTLS_DIR: the client certificate comes from
+  // the TLS socket of the HTTPS listener below (no proxy in between).
+  ...(knobs.mtlsDir ? {
+    mTLS: {
+      enabled: true,
+      tlsClientAuth: true,
+      selfSignedTlsClientAuth: true,
+      certificateBoundAccessTokens: true,
+      getCertificate: (ctx) => ctx.req.socket.getPeerX509Certificate?.() || undefined,
+      certificateAuthorized: (ctx) => ctx.req.socket.authorized === true,
+      certificateSubjectMatches: (ctx, property, expected) => property === 'tls_client_auth_subject_dn'
+        && `CN=${ctx.req.socket.getPeerCertificate()?.subject?.CN}` === expected,
+    },
+  } : {}),
   introspection: {
     enabled: true,
     // The resource server's client may introspect any token, any other
@@ -154,17 +168,45 @@ provider.on('server_error', (ctx, err) => console.error('server_error', err));
 provider.use(protectedResource({ issuer, audiences: Object.keys(formats), log }));
 
 // ------------------------------------------------------------ listen
-const server = provider.listen(knobs.port, knobs.host, () => {
+// READY once every listener listens.
+let listening = knobs.mtlsDir ? 2 : 1;
+const ready = () => {
+  listening -= 1;
+  if (listening > 0) return;
   console.log(`READY oidc-provider issuer=${issuer} at_ttl=${knobs.atTtl} rt_ttl=${knobs.rtTtl}`
-    + ` rotate_rt=${knobs.rotateRt} at_format=${knobs.atFormat}`);
-});
+    + ` rotate_rt=${knobs.rotateRt} at_format=${knobs.atFormat}`
+    + (knobs.mtlsDir ? ` mtls=https://${knobs.host}:${knobs.mtlsPort}` : ''));
+};
+const server = provider.listen(knobs.port, knobs.host, ready);
 server.on('error', (e) => {
   console.error(`oidc-provider harness: ${e.message}`);
   process.exit(1);
 });
+
+// ------------------------------------------------------------ mutual TLS listener
+// The same provider over HTTPS, asking every client for a certificate
+// (requestCert) without refusing the handshake when there is none or it is
+// not from the CA: oidc-provider then refuses the client (invalid_client).
+let mtlsServer;
+if (knobs.mtlsDir) {
+  const file = (name) => readFileSync(join(knobs.mtlsDir, name));
+  mtlsServer = createHttpsServer({
+    key: file('server.key'),
+    cert: file('server.pem'),
+    ca: file('ca.pem'),
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, provider.callback());
+  mtlsServer.listen(knobs.mtlsPort, knobs.host, ready);
+  mtlsServer.on('error', (e) => {
+    console.error(`oidc-provider harness (mTLS): ${e.message}`);
+    process.exit(1);
+  });
+}
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
     server.close(() => process.exit(0));
     server.closeAllConnections(); // keep-alive clients must not hold the exit up
+    mtlsServer?.closeAllConnections();
   });
 }

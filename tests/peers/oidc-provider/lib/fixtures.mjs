@@ -81,6 +81,15 @@ export function clients(knobs) {
       token_endpoint_auth_signing_alg: 'HS256',
       grant_types: TOKEN_GRANTS,
     }),
+    // tls_client_auth (RFC 8705 section 2.1), with the mTLS listener only
+    // (MTLS_DIR): a certificate from the test's CA whose subject is
+    // CN=peer-mtls.
+    ...(knobs.mtlsDir ? [backChannel({
+      client_id: 'peer-mtls',
+      token_endpoint_auth_method: 'tls_client_auth',
+      tls_client_auth_subject_dn: 'CN=peer-mtls',
+      grant_types: ['client_credentials'],
+    })] : []),
     // The protected resource's own client, for introspection only.
     backChannel({
       client_id: RESOURCE_SERVER_CLIENT.id,

@@ -44,6 +44,12 @@ export function readKnobs(argv, env) {
     // DPOP_NONCE=1: the token endpoint demands a DPoP nonce (RFC 9449 §8)
     // of every DPoP token request. DPoP itself is always on.
     dpopNonce: env.DPOP_NONCE === '1',
+    // MTLS_DIR=<folder> and MTLS_PORT=<port>: mutual TLS (RFC 8705) on a
+    // second, HTTPS listener at MTLS_PORT, with ca.pem (the CA whose client
+    // certificates are trusted), server.pem and server.key from the folder,
+    // and the tls_client_auth client peer-mtls (subject CN=peer-mtls).
+    mtlsDir: env.MTLS_DIR || undefined,
+    mtlsPort: env.MTLS_DIR ? positiveInteger('MTLS_PORT', env.MTLS_PORT, undefined) : undefined,
     // QUIET=1: no request log on stdout (the READY line is still printed).
     quiet: env.QUIET === '1',
     // Folder with the test keys registered here (start.sh points it at the
