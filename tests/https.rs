@@ -10,41 +10,20 @@ use std::sync::{Arc, Mutex};
 
 use http::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use support::pki::Pki;
 use support::{api_server, settle_until, token_json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tower::{Layer, ServiceExt};
 use tower_bearer::oauth::{ClientAuth, ClientCredentialsGrant, TokenEndpoint};
 use tower_bearer::{AuthLayer, ErrorKind, TokenCache, TokenSource};
 
-/// A private certificate authority and a server certificate it issued for
-/// `127.0.0.1` and `localhost`.
-struct Pki {
-    ca_pem: String,
-    server_cert: CertificateDer<'static>,
-    server_key: PrivatePkcs8KeyDer<'static>,
-}
-
+/// A private certificate authority made for the test, with a server
+/// certificate it issued for `127.0.0.1` and `localhost`.
 fn private_ca() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tower-bearer test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        server_cert: server_cert.der().clone(),
-        server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
-    }
+    Pki::new("tower-bearer test CA")
 }
 
 /// A token endpoint over TLS (HTTP/2 or HTTP/1.1 by ALPN) that issues
@@ -124,7 +103,7 @@ async fn b9_an_https_token_endpoint_with_a_private_ca_serves_tokens_over_http2()
     let server = tls_token_server(&pki).await;
     let grant = ClientCredentialsGrant::new(
         TokenEndpoint::builder(server.url.clone(), ClientAuth::basic("client", "secret"))
-            .add_root_certificate_pem(&pki.ca_pem)
+            .add_root_certificate_pem(&pki.ca_pem())
             .build()
             .unwrap(),
     );
@@ -181,7 +160,7 @@ async fn b9_a_root_from_another_ca_does_not_make_the_server_trusted() {
     let server = tls_token_server(&pki).await;
     let grant = ClientCredentialsGrant::new(
         TokenEndpoint::builder(server.url.clone(), ClientAuth::basic("client", "secret"))
-            .add_root_certificate_pem(&other.ca_pem)
+            .add_root_certificate_pem(&other.ca_pem())
             .build()
             .unwrap(),
     );
@@ -199,7 +178,7 @@ fn root_certificates_that_are_not_pem_certificates_fail_the_build() {
             .add_root_certificate_pem(pem)
             .build()
     };
-    let key_only = KeyPair::generate().unwrap().serialize_pem();
+    let key_only = rcgen::KeyPair::generate().unwrap().serialize_pem();
     for pem in [
         &b""[..],
         b"not a certificate",
@@ -210,14 +189,14 @@ fn root_certificates_that_are_not_pem_certificates_fail_the_build() {
         let error = build(pem).expect_err("refused");
         assert!(error.to_string().contains("root certificate"), "{error}");
     }
-    assert!(build(private_ca().ca_pem.as_bytes()).is_ok());
+    assert!(build(private_ca().ca_pem().as_bytes()).is_ok());
 }
 
 #[test]
 fn root_certificates_with_a_custom_transport_fail_the_build() {
     let client = support::http_client();
     let error = TokenEndpoint::builder("https://idp.example/token", ClientAuth::none("id"))
-        .add_root_certificate_pem(private_ca().ca_pem)
+        .add_root_certificate_pem(private_ca().ca_pem())
         .transport(client)
         .build()
         .unwrap_err();

@@ -11,53 +11,20 @@ use std::sync::{Arc, Mutex};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use support::pki::Pki;
 use support::token_json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tower_bearer::oauth::{
     ClientAuth, ClientAuthMethod, ClientCertificate, ClientCredentialsGrant, TokenEndpoint,
 };
 use tower_bearer::{ErrorKind, TokenCache};
 
-/// A private CA, and a server certificate it issued for 127.0.0.1.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    server_cert: CertificateDer<'static>,
-    server_key: PrivatePkcs8KeyDer<'static>,
-}
-
+/// A private CA made for the test, with a server certificate it issued.
 fn private_ca() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tower-bearer mTLS test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    Pki {
-        ca,
-        server_cert: server_cert.der().clone(),
-        server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
-    }
-}
-
-/// A client certificate for `name`, issued by the CA: (certificate PEM,
-/// key PEM).
-fn client_certificate(pki: &Pki, name: &str) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.signed_by(&key, &pki.ca).unwrap();
-    (cert.pem(), key.serialize_pem())
+    Pki::new("tower-bearer mTLS test CA")
 }
 
 /// What the mTLS token server saw.
@@ -149,7 +116,7 @@ fn endpoint(url: &str, pki: &Pki, auth: ClientAuth) -> tower_bearer::oauth::Toke
 async fn mtls_tls_client_auth_presents_the_certificate_and_sends_only_the_client_id() {
     let pki = private_ca();
     let (url, seen) = mtls_token_server(&pki).await;
-    let (cert, key) = client_certificate(&pki, "my-client");
+    let (cert, key) = pki.client_certificate("my-client");
     let certificate = ClientCertificate::from_pem(&cert, &key).unwrap();
     let auth = ClientAuth::tls_client_auth("my-client");
     assert_eq!(auth.method(), ClientAuthMethod::TlsClientAuth);
@@ -197,7 +164,7 @@ async fn mtls_without_the_certificate_the_handshake_fails_with_a_typed_error_and
 
     // A certificate from another CA is refused the same way.
     let stranger = private_ca();
-    let (cert, key) = client_certificate(&stranger, "my-client");
+    let (cert, key) = stranger.client_certificate("my-client");
     let cache = TokenCache::builder(ClientCredentialsGrant::new(
         endpoint(&url, &pki, ClientAuth::tls_client_auth("my-client"))
             .client_certificate(ClientCertificate::from_pem(cert, key).unwrap())
@@ -215,7 +182,7 @@ async fn mtls_without_the_certificate_the_handshake_fails_with_a_typed_error_and
 async fn mtls_a_replaced_certificate_is_presented_from_the_next_connection_on() {
     let pki = private_ca();
     let (url, seen) = mtls_token_server(&pki).await;
-    let (cert_a, key_a) = client_certificate(&pki, "my-client-2025");
+    let (cert_a, key_a) = pki.client_certificate("my-client-2025");
     let certificate = ClientCertificate::from_pem(&cert_a, &key_a).unwrap();
     let der_a = certificate.certificate_der();
     let cache = TokenCache::new(ClientCredentialsGrant::new(
@@ -226,7 +193,7 @@ async fn mtls_a_replaced_certificate_is_presented_from_the_next_connection_on() 
     ));
     let first = cache.token().await.unwrap();
 
-    let (cert_b, key_b) = client_certificate(&pki, "my-client-2026");
+    let (cert_b, key_b) = pki.client_certificate("my-client-2026");
     certificate.replace_pem(&cert_b, &key_b).unwrap();
     let der_b = certificate.certificate_der();
     assert_ne!(der_a, der_b);
@@ -247,8 +214,8 @@ async fn mtls_a_replaced_certificate_is_presented_from_the_next_connection_on() 
 #[test]
 fn mtls_configuration_mistakes_are_config_errors_not_panics() {
     let pki = private_ca();
-    let (cert, key) = client_certificate(&pki, "c");
-    let other_key = KeyPair::generate().unwrap().serialize_pem();
+    let (cert, key) = pki.client_certificate("c");
+    let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
     for (what, result) in [
         ("no certificate", ClientCertificate::from_pem("", &key)),
         (

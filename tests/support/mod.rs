@@ -6,6 +6,7 @@
 
 pub mod kit;
 pub mod peer;
+pub mod pki;
 pub mod redis;
 pub mod rotating;
 
