@@ -168,7 +168,7 @@ pub struct ApiRequest {
 }
 
 /// Builds a [`TestAuthServer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct TestAuthServerBuilder {
     lifetime: Duration,
@@ -176,6 +176,21 @@ pub struct TestAuthServerBuilder {
     client: (String, String),
     users: HashMap<String, String>,
     prefix: String,
+}
+
+/// Shows the client id and user names, never a secret or a password.
+impl fmt::Debug for TestAuthServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut users: Vec<&str> = self.users.keys().map(String::as_str).collect();
+        users.sort_unstable();
+        f.debug_struct("TestAuthServerBuilder")
+            .field("lifetime", &self.lifetime)
+            .field("rotate", &self.rotate)
+            .field("client_id", &self.client.0)
+            .field("users", &users)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestAuthServerBuilder {

@@ -103,7 +103,7 @@ async fn b9_an_https_token_endpoint_with_a_private_ca_serves_tokens_over_http2()
     let server = tls_token_server(&pki).await;
     let grant = ClientCredentialsGrant::new(
         TokenEndpoint::builder(server.url.clone(), ClientAuth::basic("client", "secret"))
-            .add_root_certificate_pem(&pki.ca_pem())
+            .add_root_certificate_pem(pki.ca_pem())
             .build()
             .unwrap(),
     );
@@ -160,7 +160,7 @@ async fn b9_a_root_from_another_ca_does_not_make_the_server_trusted() {
     let server = tls_token_server(&pki).await;
     let grant = ClientCredentialsGrant::new(
         TokenEndpoint::builder(server.url.clone(), ClientAuth::basic("client", "secret"))
-            .add_root_certificate_pem(&other.ca_pem())
+            .add_root_certificate_pem(other.ca_pem())
             .build()
             .unwrap(),
     );

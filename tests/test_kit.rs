@@ -191,3 +191,17 @@ async fn test_kit_answers_grpc_calls_for_tonic_clients() {
     assert_eq!(cache.stats().retries, 1);
     assert_eq!(server.stats().api_rejections, 1);
 }
+
+#[test]
+fn test_kit_builder_debug_shows_the_client_id_and_users_but_no_secret() {
+    let builder = TestAuthServer::builder()
+        .client("my-client", "client-secret-1234")
+        .user("alice", "alice-password-1234");
+    let shown = format!("{builder:?}");
+    assert!(
+        shown.contains("my-client") && shown.contains("alice"),
+        "{shown}"
+    );
+    assert!(!shown.contains("client-secret-1234"), "{shown}");
+    assert!(!shown.contains("alice-password-1234"), "{shown}");
+}
